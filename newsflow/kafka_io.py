@@ -1,0 +1,66 @@
+"""Kafka client factories: every Newsflow client is configured here and nowhere else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+from newsflow.settings import Settings
+
+# Headroom for record headers and batch framing on top of the largest value we produce.
+_FRAME_OVERHEAD = 64 * 1024
+
+
+def common_config(settings: Settings) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap.split(","),
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_sasl_mechanism:
+        cfg["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        cfg["sasl_plain_username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            cfg["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return cfg
+
+
+def make_producer(settings: Settings, *, transactional_id: str | None = None, **overrides: Any) -> KafkaProducer:
+    """An idempotent ``acks=all`` producer; transactional when ``transactional_id`` is given."""
+    cfg = common_config(settings) | {
+        "acks": "all",
+        "enable_idempotence": True,
+        "compression_type": "gzip",
+        "linger_ms": 20,
+        "max_request_size": settings.max_message_bytes + _FRAME_OVERHEAD,
+        "retries": 2**31 - 1,
+        "delivery_timeout_ms": 120_000,
+        "request_timeout_ms": 30_000,
+    }
+    if transactional_id:
+        cfg["transactional_id"] = transactional_id
+        cfg["transaction_timeout_ms"] = 60_000
+    cfg.update(overrides)
+    return KafkaProducer(**cfg)
+
+
+def make_consumer(settings: Settings, group_id: str | None, *topics: str, **overrides: Any) -> KafkaConsumer:
+    """A manual-commit, ``read_committed`` consumer. Offsets are committed by the runner only."""
+    cfg = common_config(settings) | {
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "max_partition_fetch_bytes": settings.max_message_bytes + _FRAME_OVERHEAD,
+        "fetch_max_bytes": max(52_428_800, settings.max_message_bytes + _FRAME_OVERHEAD),
+        "max_poll_records": settings.batch_size,
+        "max_poll_interval_ms": 600_000,
+        "session_timeout_ms": 30_000,
+        "heartbeat_interval_ms": 3_000,
+    }
+    cfg.update(overrides)
+    return KafkaConsumer(*topics, **cfg)
+
+
+def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:
+    return KafkaAdminClient(**(common_config(settings) | {"request_timeout_ms": 30_000} | overrides))

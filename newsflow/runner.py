@@ -1,0 +1,393 @@
+"""The one stage runner: consume loop, batching, retries, dead letters, commits and shutdown.
+
+A stage is a small object with a pure transform::
+
+    class Stage(Protocol):
+        name: str
+        def process(self, record: ConsumerRecord) -> Out | None: ...
+
+There are exactly three ways out of ``process`` besides returning an ``Out``:
+
+* ``raise Drop(reason)``        the record is not worth keeping; counted by reason;
+* ``raise Quarantine(reason)``  it can never succeed; sent to the dead-letter topic with the reason;
+* any other exception           retried in-process up to ``max_attempts`` (counting the
+                                ``nf-attempts`` header of replayed records), then dead-lettered.
+
+Where the output goes, and in which order the work becomes durable, is the sink's job
+(``TransactionalKafkaSink`` here, ``ElasticsearchSink`` in ``processors/indexer.py``).
+A sink that cannot accept the batch raises ``SinkUnavailable``: the runner pauses its partitions,
+keeps the batch, backs off (still polling, so the consumer stays in its group) and retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError, ProducerFencedError
+
+from newsflow import metrics
+from newsflow.kafka_io import make_consumer, make_producer
+from newsflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+H_STAGE = "nf-stage"
+H_ERROR_CLASS = "nf-error-class"
+H_ERROR = "nf-error"
+H_TOPIC = "nf-topic"
+H_PARTITION = "nf-partition"
+H_OFFSET = "nf-offset"
+H_ATTEMPTS = "nf-attempts"
+_NF_HEADERS = {H_STAGE, H_ERROR_CLASS, H_ERROR, H_TOPIC, H_PARTITION, H_OFFSET, H_ATTEMPTS}
+_MAX_ERROR_BYTES = 2000
+
+
+class Drop(Exception):
+    """Not worth keeping: counted under ``reason`` and committed past."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Quarantine(Exception):
+    """Permanent failure: goes to the dead-letter topic with ``reason``."""
+
+    def __init__(self, reason: str, message: str = ""):
+        super().__init__(f"{reason}: {message}" if message else reason)
+        self.reason = reason
+        self.message = message or reason
+
+
+class SinkUnavailable(Exception):
+    """The sink cannot take the batch now (outage, 429). Nothing of the batch was made durable
+    that cannot be written again idempotently; the runner pauses and retries the whole batch."""
+
+
+@dataclass(frozen=True)
+class Out:
+    key: bytes | None
+    value: bytes
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass
+class DeadLetter:
+    record: ConsumerRecord
+    reason: str
+    message: str
+    attempts: int
+
+
+@dataclass
+class Batch:
+    records: list[ConsumerRecord]
+    outputs: list[tuple[ConsumerRecord, Out]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    dropped: int = 0
+
+    def offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Next offset to consume per partition: what to commit once the batch is durable."""
+        out: dict[TopicPartition, OffsetAndMetadata] = {}
+        for r in self.records:
+            tp = TopicPartition(r.topic, r.partition)
+            if tp not in out or out[tp].offset <= r.offset:
+                out[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
+        return out
+
+    def without(self, revoked: set[TopicPartition]) -> Batch:
+        def keep(r: ConsumerRecord) -> bool:
+            return TopicPartition(r.topic, r.partition) not in revoked
+
+        return Batch(
+            records=[r for r in self.records if keep(r)],
+            outputs=[(r, o) for r, o in self.outputs if keep(r)],
+            dead=[d for d in self.dead if keep(d.record)],
+            dropped=self.dropped,
+        )
+
+
+class Stage(Protocol):
+    name: str
+
+    def process(self, record: ConsumerRecord) -> Out | None: ...
+
+
+class Sink(Protocol):
+    def deliver(self, consumer: KafkaConsumer, batch: Batch) -> None:
+        """Make the batch durable, then commit its offsets. Raise SinkUnavailable to be retried."""
+
+    def close(self) -> None: ...
+
+
+def header(record: ConsumerRecord, name: str) -> bytes | None:
+    for k, v in record.headers or ():
+        if k == name:
+            return v
+    return None
+
+
+def attempts_so_far(record: ConsumerRecord) -> int:
+    raw = header(record, H_ATTEMPTS)
+    try:
+        return int(raw) if raw else 0
+    except ValueError:
+        return 0
+
+
+def dead_letter_headers(stage: str, dead: DeadLetter) -> list[tuple[str, bytes]]:
+    r = dead.record
+    kept = [(k, v) for k, v in (r.headers or ()) if k not in _NF_HEADERS]
+    return kept + [
+        (H_STAGE, stage.encode()),
+        (H_ERROR_CLASS, dead.reason.encode()),
+        (H_ERROR, dead.message.encode("utf-8", "replace")[:_MAX_ERROR_BYTES]),
+        (H_TOPIC, r.topic.encode()),
+        (H_PARTITION, str(r.partition).encode()),
+        (H_OFFSET, str(r.offset).encode()),
+        (H_ATTEMPTS, str(dead.attempts).encode()),
+    ]
+
+
+def send_dead_letters(producer: KafkaProducer, topic: str, stage: str, dead: Sequence[DeadLetter]) -> None:
+    for d in dead:
+        producer.send(topic, key=d.record.key, value=d.record.value or b"", headers=dead_letter_headers(stage, d))
+        metrics.DEAD_LETTERS.labels(stage, d.reason).inc()
+        log.warning(
+            "dead-lettered %s/%s@%s: %s: %s",
+            d.record.topic, d.record.partition, d.record.offset, d.reason, d.message[:300],
+            extra={"article_id": (d.record.key or b"").decode("ascii", "replace"), "stage": stage},
+        )
+
+
+class TransactionalKafkaSink:
+    """Kafka -> Kafka, exactly once: outputs, dead letters and the consumed offsets are one transaction.
+
+    Commit order: begin transaction, send outputs and dead letters, add the consumed offsets to the
+    transaction (with the consumer's group metadata, so a zombie is fenced), commit the transaction.
+    Either all of it becomes visible to ``read_committed`` readers, or none of it.
+    """
+
+    def __init__(self, settings: Settings, stage: str, topic: str, transactional_id: str):
+        self.settings = settings
+        self.stage = stage
+        self.topic = topic
+        self.producer = make_producer(settings, transactional_id=transactional_id)
+        self.producer.init_transactions()
+
+    def deliver(self, consumer: KafkaConsumer, batch: Batch) -> None:
+        p = self.producer
+        p.begin_transaction()
+        try:
+            for _rec, out in batch.outputs:
+                p.send(self.topic, key=out.key, value=out.value, headers=list(out.headers))
+            send_dead_letters(p, self.settings.topic_dlq, self.stage, batch.dead)
+            p.send_offsets_to_transaction(batch.offsets(), consumer.group_metadata())
+            p.commit_transaction()
+        except ProducerFencedError:
+            raise
+        except KafkaError as exc:
+            try:
+                p.abort_transaction()
+            except KafkaError as abort_exc:
+                log.warning("abort_transaction failed: %s", abort_exc)
+            raise SinkUnavailable(f"kafka transaction failed: {exc!r}") from exc
+
+    def close(self) -> None:
+        self.producer.close(timeout=10)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self) -> None:
+        self.revoked: set[TopicPartition] = set()
+
+    def on_partitions_revoked(self, revoked):
+        # Called inside poll(), i.e. between batches or while a batch waits on back-pressure.
+        # Everything delivered before has been committed already (deliver commits), so the only
+        # work to give up is the pending batch's records of these partitions: the new owner
+        # re-reads them from the committed offset.
+        self.revoked |= set(revoked)
+        log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
+
+    def on_partitions_assigned(self, assigned):
+        log.info("partitions assigned: %s", sorted(str(tp) for tp in assigned))
+
+
+class StageRunner:
+    """Runs one stage until ``stop()`` or SIGTERM/SIGINT. See the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stage: Stage,
+        *,
+        source: str,
+        group: str,
+        sink: Sink,
+        process_batch: Callable[[list[ConsumerRecord]], list[Out | None | BaseException]] | None = None,
+        consumer: KafkaConsumer | None = None,
+    ):
+        self.settings = settings
+        self.stage = stage
+        self.source = source
+        self.sink = sink
+        self._process_batch = process_batch
+        self._stop = threading.Event()
+        self._rebalance = _Rebalance()
+        self.consumer = consumer or make_consumer(settings, group)
+        self.consumer.subscribe([source], listener=self._rebalance)
+        self.paused = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self, *, max_batches: int | None = None, idle_exit_s: float | None = None) -> None:
+        """Loop until stopped. ``max_batches``/``idle_exit_s`` bound the loop (tests, reindex)."""
+        done = 0
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                n = self.step()
+                if n:
+                    done += 1
+                    idle_since = time.monotonic()
+                elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                    break
+                if max_batches is not None and done >= max_batches:
+                    break
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        try:
+            self.sink.close()
+        finally:
+            self.consumer.close(autocommit=False)
+
+    # --- one batch ---------------------------------------------------------------------------
+    def poll(self) -> list[ConsumerRecord]:
+        polled = self.consumer.poll(timeout_ms=self.settings.batch_wait_ms, max_records=self.settings.batch_size)
+        return [r for recs in polled.values() for r in recs]
+
+    def step(self) -> int:
+        """Poll one batch, transform it, deliver it. Returns the number of records consumed."""
+        records = self.poll()
+        if not records:
+            return 0
+        self._rebalance.revoked.clear()
+        started = time.monotonic()
+        metrics.RECORDS_IN.labels(self.stage.name).inc(len(records))
+        batch = self.transform(records)
+        self.deliver(batch)
+        metrics.BATCH_SECONDS.labels(self.stage.name).observe(time.monotonic() - started)
+        return len(records)
+
+    def transform(self, records: list[ConsumerRecord]) -> Batch:
+        batch = Batch(records=records)
+        first = self._process_batch(records) if self._process_batch else [None] * len(records)
+        for i, rec in enumerate(records):
+            result = first[i] if self._process_batch else self._attempt(rec)
+            if isinstance(result, BaseException) and not isinstance(result, (Drop, Quarantine)):
+                result = self._attempt(rec, already=1, last=result)
+            self._route(batch, rec, result)
+        return batch
+
+    def _attempt(self, rec: ConsumerRecord, already: int = 0, last: BaseException | None = None):
+        """Call ``process`` until it returns, drops, quarantines, or uses up its attempts."""
+        previous = attempts_so_far(rec)
+        tries = already
+        while tries < self.settings.max_attempts:
+            if tries:
+                metrics.RETRIES.labels(self.stage.name).inc()
+                time.sleep(min(0.1 * 2 ** (tries - 1), 2.0))
+            tries += 1
+            try:
+                return self.stage.process(rec)
+            except (Drop, Quarantine) as exc:
+                return exc
+            except Exception as exc:  # noqa: BLE001 - the third way out: retry, then dead-letter
+                last = exc
+                log.warning("%s failed on %s/%s@%s (attempt %d): %r",
+                            self.stage.name, rec.topic, rec.partition, rec.offset, tries, exc)
+        return _Exhausted(last, previous + tries)
+
+    def _route(self, batch: Batch, rec: ConsumerRecord, result: Any) -> None:
+        name = self.stage.name
+        if isinstance(result, Out):
+            batch.outputs.append((rec, result))
+        elif result is None:
+            batch.dropped += 1
+            metrics.RECORDS_DROPPED.labels(name, "filtered").inc()
+        elif isinstance(result, Drop):
+            batch.dropped += 1
+            metrics.RECORDS_DROPPED.labels(name, result.reason).inc()
+            log.info("dropped %s@%s: %s", rec.topic, rec.offset, result.reason)
+        elif isinstance(result, Quarantine):
+            batch.dead.append(DeadLetter(rec, result.reason, result.message, attempts_so_far(rec) + 1))
+        elif isinstance(result, _Exhausted):
+            exc = result.error
+            batch.dead.append(DeadLetter(rec, type(exc).__name__, str(exc) or repr(exc), result.attempts))
+        else:  # pragma: no cover - a stage bug: process() returned something else
+            batch.dead.append(DeadLetter(rec, "bad_stage_output", repr(result)[:200], attempts_so_far(rec) + 1))
+
+    def deliver(self, batch: Batch) -> None:
+        """Hand the batch to the sink; on SinkUnavailable pause, back off, retry. Never spins."""
+        delay = 0.5
+        waited = 0.0
+        while True:
+            if self._rebalance.revoked:
+                batch = batch.without(self._rebalance.revoked)
+                self._rebalance.revoked.clear()
+            if not batch.records:
+                break
+            try:
+                self.sink.deliver(self.consumer, batch)
+                break
+            except SinkUnavailable as exc:
+                metrics.SINK_UNAVAILABLE.labels(self.stage.name).inc()
+                if self._stop.is_set() and waited >= self.settings.shutdown_timeout_s:
+                    log.warning("%s: giving up the in-flight batch on shutdown (not committed): %s",
+                                self.stage.name, exc)
+                    return
+                if not self.paused:
+                    log.warning("%s: sink unavailable, pausing partitions: %s", self.stage.name, exc)
+                    self.consumer.pause(*self.consumer.assignment())
+                    self.paused = True
+                    metrics.PAUSED.labels(self.stage.name).set(1)
+                # poll() on paused partitions returns nothing but keeps the group membership alive.
+                # Partitions assigned meanwhile are not paused yet: rewind what they returned.
+                for tp, recs in self.consumer.poll(timeout_ms=int(delay * 1000)).items():
+                    self.consumer.seek(tp, recs[0].offset)
+                self.consumer.pause(*self.consumer.assignment())
+                waited += delay
+                delay = min(delay * 2, 30.0)
+        out = len(batch.outputs)
+        metrics.RECORDS_OUT.labels(self.stage.name).inc(out)
+        if self.paused:
+            self.consumer.resume(*self.consumer.paused())
+            self.paused = False
+            metrics.PAUSED.labels(self.stage.name).set(0)
+            log.info("%s: sink is back, partitions resumed", self.stage.name)
+
+
+@dataclass
+class _Exhausted:
+    error: BaseException
+    attempts: int

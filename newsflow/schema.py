@@ -1,0 +1,121 @@
+"""The records that flow between stages, versioned.
+
+``RawArticle``   poller -> ``articles.raw``       (page bytes + feed entry metadata)
+``Article``      processor -> ``articles.enriched`` (clean text, metadata, enrichment)
+
+Both carry ``schema_version``; a consumer rejects (dead-letters) a version it does not know.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RAW_SCHEMA_VERSION = 1
+ARTICLE_SCHEMA_VERSION = 1
+
+
+def article_id(canonical_url: str) -> str:
+    """The one identity of an article everywhere: Kafka key, Elasticsearch ``_id``, log field."""
+    return hashlib.sha256(canonical_url.encode("utf-8")).hexdigest()
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes):
+        return cls.model_validate_json(data)
+
+
+class FeedEntry(_Model):
+    """What the feed said about the entry, before the page was fetched."""
+
+    guid: str | None = None
+    title: str | None = None
+    link: str | None = None
+    published: datetime | None = None
+    updated: datetime | None = None
+    author: str | None = None
+    summary: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    image: str | None = None
+
+
+class RawArticle(_Model):
+    schema_version: Literal[1] = RAW_SCHEMA_VERSION
+    id: str
+    url: str
+    canonical_url: str
+    final_url: str
+    feed_url: str | None = None
+    feed_title: str | None = None
+    entry: FeedEntry = Field(default_factory=FeedEntry)
+    fetched_at: datetime
+    first_seen_at: datetime
+    status: int = 200
+    content_type: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    body_b64: str
+
+    @property
+    def body(self) -> bytes:
+        return base64.b64decode(self.body_b64)
+
+    @staticmethod
+    def encode_body(body: bytes) -> str:
+        return base64.b64encode(body).decode("ascii")
+
+
+class Quote(_Model):
+    text: str
+    speaker: str | None = None
+    speaker_raw: str | None = None
+
+
+class Provenance(_Model):
+    extractor: str
+    extractor_version: str
+    fields: dict[str, str] = Field(default_factory=dict)
+    steps: dict[str, str] = Field(default_factory=dict)
+
+
+class Article(_Model):
+    schema_version: Literal[1] = ARTICLE_SCHEMA_VERSION
+    id: str
+    url: str
+    canonical_url: str
+    final_url: str | None = None
+    feed_url: str | None = None
+    host: str
+    source: str
+    site_name: str | None = None
+    title: str | None = None
+    text: str
+    description: str | None = None
+    author: str | None = None
+    published_at: datetime | None = None
+    fetched_at: datetime
+    first_seen_at: datetime
+    processed_at: datetime
+    language: str | None = None
+    categories: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    image: str | None = None
+    persons: list[str] = Field(default_factory=list)
+    organizations: list[str] = Field(default_factory=list)
+    places: list[str] = Field(default_factory=list)
+    quotes: list[Quote] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list)
+    word_count: int = 0
+    reading_time_s: int = 0
+    content_hash: str | None = None
+    story_id: str | None = None
+    provenance: Provenance

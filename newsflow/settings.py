@@ -1,0 +1,176 @@
+"""One typed, immutable settings object for every Newsflow process.
+
+Values come from, highest priority first:
+
+1. keyword arguments (tests, ``Settings(**overrides)``);
+2. environment variables ``NEWSFLOW_<FIELD>`` (e.g. ``NEWSFLOW_KAFKA_BOOTSTRAP``);
+3. an optional YAML file named by ``NEWSFLOW_CONFIG`` (keys are the field names);
+4. the defaults below, which run the pipeline on the local stack (``make up``).
+
+Secrets are ``SecretStr``: they print as ``**********`` in logs, ``repr`` and ``newsflow status``.
+The README's configuration table is generated from this model (``newsflow config --markdown``)
+and a test keeps the two in sync.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSFLOW_",
+        frozen=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    kafka_sasl_mechanism: str | None = Field(None, description="SASL mechanism, e.g. PLAIN or SCRAM-SHA-512.")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (secret).")
+    topic_raw: str = Field("articles.raw", description="Fetched pages, poller -> processor.")
+    topic_enriched: str = Field("articles.enriched", description="Enriched articles, processor -> indexer.")
+    topic_dlq: str = Field("articles.dlq", description="Dead-letter topic for every stage.")
+    topic_feeds: str = Field("newsflow.feeds", description="Compacted topic of feed definitions.")
+    topic_feed_state: str = Field("newsflow.feed-state", description="Compacted topic of per-feed poll state.")
+    topic_partitions: int = Field(3, ge=1, description="Partitions for each topic created by Newsflow.")
+    topic_replication: int = Field(1, ge=1, description="Replication factor of topics created by Newsflow.")
+    group_prefix: str = Field("newsflow", description="Consumer groups are <prefix>-<stage>.")
+    instance_id: str = Field(
+        default_factory=lambda: os.uname().nodename,
+        description="Identity of this process (transactional id suffix, logs). Defaults to the host name.",
+    )
+    max_message_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest record Newsflow produces; bigger pages go to the dead-letter topic.",
+    )
+
+    # --- Elasticsearch -------------------------------------------------------------------
+    es_url: str = Field("http://127.0.0.1:9200", description="Elasticsearch URL.")
+    es_api_key: SecretStr | None = Field(None, description="Elasticsearch API key (secret).")
+    es_username: str | None = Field(None, description="Elasticsearch basic-auth user.")
+    es_password: SecretStr | None = Field(None, description="Elasticsearch basic-auth password (secret).")
+    es_index: str = Field("articles", description="Read alias; monthly indices are <alias>-YYYY.MM.")
+    es_text_analyzer: str = Field(
+        "newsflow_text",
+        description="Analyzer for text fields: newsflow_text (standard + English stopwords) or english.",
+    )
+
+    # --- Poller --------------------------------------------------------------------------
+    feeds_file: Path = Field(REPO_ROOT / "deploy" / "feeds.yaml", description="Feed list (YAML) to seed from.")
+    user_agent: str = Field(
+        "Newsflow/0.1 (+https://github.com/newsflow/newsflow)",
+        description="User-Agent sent on feed polls and page fetches.",
+    )
+    allow_private_addresses: bool = Field(
+        False,
+        description="Allow fetching loopback/private addresses. Only for tests and make demo.",
+    )
+    respect_robots: bool = Field(True, description="Honour robots.txt for article pages.")
+    poll_interval_s: float = Field(900.0, gt=0, description="Default interval between polls of one feed.")
+    poll_min_interval_s: float = Field(60.0, gt=0, description="Lower bound of the adaptive poll interval.")
+    poll_max_interval_s: float = Field(86400.0, gt=0, description="Upper bound of the poll interval and backoff.")
+    host_concurrency: int = Field(2, ge=1, description="Concurrent requests per host (feeds and pages).")
+    host_rate_per_s: float = Field(2.0, gt=0, description="Requests per second per host.")
+    fetch_concurrency: int = Field(64, ge=1, description="Concurrent requests in total.")
+    max_feed_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Max feed size after decompression.")
+    max_page_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Max page size after decompression.")
+    max_entries_per_feed: int = Field(500, ge=1, description="Entries read from one feed per poll.")
+    connect_timeout_s: float = Field(5.0, gt=0, description="TCP/TLS connect timeout.")
+    read_timeout_s: float = Field(15.0, gt=0, description="Timeout between two reads.")
+    total_timeout_s: float = Field(30.0, gt=0, description="Total time for one request, body included.")
+    max_redirects: int = Field(5, ge=0, description="Redirects followed per request.")
+
+    # --- Processor -----------------------------------------------------------------------
+    enrich: bool = Field(True, description="Run enrichment (language, entities, quotes, keywords, stories).")
+    extract_workers: int = Field(2, ge=1, description="Extraction worker processes per processor.")
+    extract_timeout_s: float = Field(20.0, gt=0, description="Per-document extraction timeout.")
+    story_window: int = Field(20000, ge=100, description="Recent articles kept for story clustering.")
+
+    # --- Runner --------------------------------------------------------------------------
+    batch_size: int = Field(200, ge=1, description="Records per batch (transaction or bulk request).")
+    batch_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Bytes per Elasticsearch bulk chunk.")
+    batch_wait_ms: int = Field(500, ge=0, description="How long a stage waits to fill a batch.")
+    max_attempts: int = Field(3, ge=1, description="Attempts before a record goes to the dead-letter topic.")
+    shutdown_timeout_s: float = Field(30.0, gt=0, description="Grace period for in-flight work on SIGTERM.")
+
+    # --- Ops -----------------------------------------------------------------------------
+    metrics_port: int = Field(9464, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz (0 = off).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="json, console, or auto (console on a TTY, json otherwise)."
+    )
+    state_dir: Path = Field(REPO_ROOT / ".local", description="Local state (stack, pids, logs).")
+
+    @field_validator("es_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get("NEWSFLOW_CONFIG")
+        if config:
+            if not Path(config).is_file():
+                raise FileNotFoundError(f"NEWSFLOW_CONFIG names {config!r}, which is not a file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
+        return tuple(sources)
+
+    # --- derived names (kept here so the topology has one source of truth) ---------------
+    def group(self, stage: str) -> str:
+        return f"{self.group_prefix}-{stage}"
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as plain data, secrets masked. Safe for logs and ``status``."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "**********"
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        return out
+
+
+def settings_table() -> str:
+    """The README configuration table, generated from the model."""
+    rows = ["| variable | default | description |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None:
+            default = "(computed)"
+        elif isinstance(field.default, Path):
+            try:
+                default = str(field.default.relative_to(REPO_ROOT))
+            except ValueError:
+                default = str(field.default)
+        else:
+            default = "" if field.default is None else str(field.default)
+        rows.append(f"| `NEWSFLOW_{name.upper()}` | `{default}` | {field.description or ''} |")
+    return "\n".join(rows) + "\n"

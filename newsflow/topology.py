@@ -1,0 +1,104 @@
+"""The whole river in one place.
+
+    feeds.yaml ─▶ [poller] ─▶ articles.raw ─▶ [processor] ─▶ articles.enriched ─▶ [indexer] ─▶ ES alias `articles`
+                     │                           │                                   │
+                     └──────────────────────────▶ articles.dlq ◀──────────────────────┘
+
+    newsflow.feeds       compacted: feed definitions (key = feed id)
+    newsflow.feed-state  compacted: per-feed validators, schedule, errors, seen entries
+
+Names come from Settings so tests can give each test its own topics, group and index.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from newsflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    source: str | None
+    sink: str
+    group: str
+
+
+def topics(s: Settings) -> list[TopicSpec]:
+    big = str(s.max_message_bytes + 64 * 1024)
+    return [
+        TopicSpec(s.topic_raw, s.topic_partitions, {
+            "max.message.bytes": big, "compression.type": "gzip", "retention.ms": str(7 * DAY_MS),
+        }),
+        # Compacted by article id: the topic keeps the latest version of every article forever,
+        # which is what `newsflow reindex` replays from.
+        TopicSpec(s.topic_enriched, s.topic_partitions, {
+            "max.message.bytes": big, "compression.type": "gzip", "cleanup.policy": "compact",
+        }),
+        TopicSpec(s.topic_dlq, 1, {
+            "max.message.bytes": big, "compression.type": "gzip", "retention.ms": str(30 * DAY_MS),
+        }),
+        TopicSpec(s.topic_feeds, s.topic_partitions, {"cleanup.policy": "compact"}),
+        TopicSpec(s.topic_feed_state, s.topic_partitions, {"cleanup.policy": "compact"}),
+    ]
+
+
+def stages(s: Settings) -> list[StageSpec]:
+    return [
+        StageSpec("poller", s.topic_feeds, s.topic_raw, s.group("poller")),
+        StageSpec("processor", s.topic_raw, s.topic_enriched, s.group("processor")),
+        StageSpec("indexer", s.topic_enriched, f"elasticsearch:{s.es_index}", s.group("indexer")),
+    ]
+
+
+def ensure_topics(s: Settings) -> list[str]:
+    """Create missing topics with their partitions and configs. Returns the names created."""
+    from newsflow.kafka_io import make_admin
+
+    admin = make_admin(s)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [t for t in topics(s) if t.name not in existing]
+        created = []
+        for spec in wanted:
+            try:
+                admin.create_topics([NewTopic(spec.name, spec.partitions, s.topic_replication, topic_configs=spec.config)])
+                created.append(spec.name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()
+
+
+def ensure_index(s: Settings) -> None:
+    from newsflow.elastic import apply_template, make_es
+
+    es = make_es(s)
+    try:
+        apply_template(es, s)
+    finally:
+        es.close()
+
+
+def apply(s: Settings) -> None:
+    """Apply the whole topology: Kafka topics and the Elasticsearch template. Harmless twice."""
+    created = ensure_topics(s)
+    ensure_index(s)
+    log.info("topology applied", extra={"topics_created": created})

@@ -1,0 +1,1 @@
+"""Processors: the processor stage (clean + enrich) and the indexer stage (write to Elasticsearch)."""

@@ -1,0 +1,120 @@
+"""Shared fixtures. Integration tests talk to the real local Kafka and Elasticsearch (`make up`)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from newsflow.settings import REPO_ROOT, Settings
+from tests.support.netguard import LoopbackGuard
+from tests.support.site import FixtureSite
+
+CORPUS = Path(os.environ.get("NEWSFLOW_CORPUS", REPO_ROOT.parent / "shared" / "corpus"))
+SEED = CORPUS.parent / "seed" / "ukraine-2022-02-09.txt"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only() -> Iterator[LoopbackGuard]:
+    """Safety net for the whole suite: any connect outside 127.0.0.0/8 or ::1 fails the test."""
+    guard = LoopbackGuard()
+    guard.install()
+    try:
+        yield guard
+    finally:
+        guard.uninstall()
+    assert not guard.violations, f"non-loopback connect attempted: {guard.violations}"
+
+
+@pytest.fixture
+def site() -> Iterator[FixtureSite]:
+    s = FixtureSite().start()
+    yield s
+    s.stop()
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def stack() -> Settings:
+    """The real local stack; `make test` starts it. Missing services fail loudly, never skip."""
+    base = Settings()
+    host, _, port = base.kafka_bootstrap.split(",")[0].rpartition(":")
+    if not _reachable(host, int(port)):
+        pytest.fail(f"Kafka is not reachable at {base.kafka_bootstrap}: run `make up`")
+    es_host = base.es_url.split("//", 1)[-1].split("/")[0]
+    eh, _, ep = es_host.rpartition(":")
+    if not _reachable(eh, int(ep)):
+        pytest.fail(f"Elasticsearch is not reachable at {base.es_url}: run `make up`")
+    return base
+
+
+@pytest.fixture
+def make_settings(stack: Settings, request) -> Iterator[Callable[..., Settings]]:
+    """Factory: settings with this test's own topics, consumer groups and index alias.
+
+    The topology (topics + index template) is applied for each settings object made, and
+    torn down after the test.
+    """
+    from newsflow.elastic import make_es
+    from newsflow.kafka_io import make_admin
+    from newsflow.topology import apply, topics
+
+    made: list[Settings] = []
+
+    def factory(**overrides) -> Settings:
+        tag = f"t{uuid.uuid4().hex[:10]}"
+        names = {
+            "topic_raw": f"{tag}.articles.raw",
+            "topic_enriched": f"{tag}.articles.enriched",
+            "topic_dlq": f"{tag}.articles.dlq",
+            "topic_feeds": f"{tag}.feeds",
+            "topic_feed_state": f"{tag}.feed-state",
+            "group_prefix": tag,
+            "es_index": f"{tag}-articles",
+            "instance_id": tag,
+            "topic_partitions": 2,
+            "batch_wait_ms": 200,
+            "metrics_port": 0,
+            "allow_private_addresses": True,
+            "respect_robots": False,
+        }
+        s = stack.model_copy(update=names | overrides)
+        # model_copy skips validation: round-trip to validate the overrides.
+        s = Settings(**{k: getattr(s, k) for k in Settings.model_fields})
+        apply(s)
+        made.append(s)
+        return s
+
+    yield factory
+
+    for s in made:
+        admin = make_admin(s)
+        try:
+            admin.delete_topics([t.name for t in topics(s)])
+        except Exception:  # noqa: BLE001 - best-effort clean-up of a test's own topics
+            pass
+        finally:
+            admin.close()
+        es = make_es(s)
+        try:
+            es.indices.delete(index=f"{s.es_index}-*", ignore_unavailable=True, allow_no_indices=True)
+            es.indices.delete_index_template(name=s.es_index, ignore=[404])
+        finally:
+            es.close()
+
+
+@pytest.fixture
+def settings(make_settings) -> Settings:
+    return make_settings()

@@ -1,0 +1,1 @@
+"""Test support: fixture HTTP site, loopback guard, factories."""

@@ -1,0 +1,71 @@
+"""The walking skeleton: a page served on 127.0.0.1 flows poller -> Kafka -> processor -> indexer -> ES."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ingest.poller import Poller
+from newsflow.elastic import make_es
+from newsflow.search import search
+from processors.indexer import make_runner as make_indexer
+from processors.processor import make_runner as make_processor
+from tests.conftest import FIXTURES
+from tests.support.feeds import rss
+
+pytestmark = pytest.mark.integration
+
+
+def serve_feed(site, tmp_path: Path) -> Path:
+    site.add("/harbour.html", (FIXTURES / "article_harbour.html").read_bytes())
+    site.add("/orchard.html", (FIXTURES / "article_orchard.html").read_bytes())
+    feed = rss("Fixture News", [
+        {"link": site.url("/harbour.html?utm_source=rss"), "title": "Lighthouse vote",
+         "published": datetime(2024, 3, 5, 9, 30, tzinfo=UTC)},
+        {"link": site.url("/orchard.html"), "title": "Late frost",
+         "published": datetime(2024, 4, 18, 7, 0, tzinfo=UTC)},
+    ])
+    site.add("/feed.xml", feed, content_type="application/rss+xml")
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(f"feeds:\n  - url: {site.url('/feed.xml')}\n")
+    return feeds
+
+
+def drain(settings) -> None:
+    make_processor(settings).run(idle_exit_s=3)
+    make_indexer(settings).run(idle_exit_s=3)
+    es = make_es(settings)
+    es.indices.refresh(index=settings.es_index)
+    es.close()
+
+
+def test_article_page_becomes_searchable(site, tmp_path, make_settings):
+    settings = make_settings(feeds_file=serve_feed(site, tmp_path))
+    assert Poller(settings).run(once=True) is None
+    drain(settings)
+
+    result = search(settings, "lighthouse")
+    assert result["total"] == 1
+    hit = result["hits"][0]
+    assert hit["title"] == "Harbour town votes to rebuild its old lighthouse"
+    assert hit["published_at"].startswith("2024-03-05T09:30")
+    assert hit["url"] == site.url("/harbour.html")  # tracking parameter dropped
+    es = make_es(settings)
+    src = es.search(index=settings.es_index, query={"ids": {"values": [hit["id"]]}})["hits"]["hits"][0]["_source"]
+    es.close()
+    assert "cracked its lantern room in 2019" in src["text"]
+    assert "Subscribe to our newsletter" not in src["text"]
+
+
+def test_polling_the_same_feed_twice_leaves_one_document(site, tmp_path, make_settings):
+    settings = make_settings(feeds_file=serve_feed(site, tmp_path))
+    Poller(settings).run(once=True)
+    Poller(settings).run(once=True)  # a second poller instance: no shared memory
+    drain(settings)
+    es = make_es(settings)
+    try:
+        assert es.count(index=settings.es_index)["count"] == 2
+    finally:
+        es.close()
