@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "newsflow.commands",
     "ingest.commands",
     "processors.commands",
+    "processors.index_commands",
 )
 
 

@@ -1,4 +1,4 @@
-"""Core subcommands: run, topology, config, search."""
+"""Core subcommands: run, topology, config."""
 
 from __future__ import annotations
 
@@ -20,12 +20,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="print the effective settings (secrets masked)")
     p.add_argument("--markdown", action="store_true", help="print the README configuration table instead")
     p.set_defaults(func=cmd_config)
-
-    p = sub.add_parser("search", help="full-text search of indexed articles")
-    p.add_argument("query", nargs="?", default="", help="query string (Elasticsearch simple_query_string)")
-    p.add_argument("-n", "--size", type=int, default=10, help="number of hits (default 10)")
-    p.add_argument("--json", action="store_true", help="print JSON for scripts")
-    p.set_defaults(func=cmd_search)
 
 
 def cmd_run(args, settings: Settings) -> int:
@@ -58,13 +52,3 @@ def cmd_config(args, settings: Settings) -> int:
         print(json.dumps(settings.redacted(), indent=2, default=str))
     return 0
 
-
-def cmd_search(args, settings: Settings) -> int:
-    from newsflow.search import print_hits, search
-
-    result = search(settings, args.query, size=args.size)
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print_hits(result)
-    return 0

@@ -258,6 +258,12 @@ class StageRunner:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
 
+    def serve(self, *, idle_exit_s: float | None = None) -> int:
+        """CLI entry: handle SIGTERM/SIGINT, run until stopped. Returns the exit code."""
+        self.install_signal_handlers()
+        self.run(idle_exit_s=idle_exit_s)
+        return 0
+
     def run(self, *, max_batches: int | None = None, idle_exit_s: float | None = None) -> None:
         """Loop until stopped. ``max_batches``/``idle_exit_s`` bound the loop (tests, reindex)."""
         done = 0
