@@ -110,7 +110,7 @@ def make_settings(stack: Settings, request) -> Iterator[Callable[..., Settings]]
         es = make_es(s)
         try:
             es.indices.delete(index=f"{s.es_index}-*", ignore_unavailable=True, allow_no_indices=True)
-            es.indices.delete_index_template(name=s.es_index, ignore=[404])
+            es.options(ignore_status=404).indices.delete_index_template(name=s.es_index)
         finally:
             es.close()
 
