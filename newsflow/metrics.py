@@ -20,3 +20,19 @@ END_TO_END_SECONDS = Histogram(
     "Latency from feed poll (fetched_at) to indexed",
     buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300, 900, 3600),
 )
+
+# --- stage internals, defined here so every stage shares the names (deploy/prometheus/ alerts) --------
+ES_BULK_RETRIES = Counter(
+    "newsflow_es_bulk_retries_total", "Bulk items retried after a 429/5xx answer from Elasticsearch"
+)
+EXTRACTION_TIMEOUTS = Counter(
+    "newsflow_extraction_timeouts_total", "Pages whose extraction ran past extract_timeout_s"
+)
+
+# --- process health (set by newsflow/ops.py) -----------------------------------------------------------
+STAGE_INFO = Gauge("newsflow_stage_info", "Always 1; labels identify the stage process",
+                   ["stage", "instance", "version"])
+DEPENDENCY_UP = Gauge("newsflow_dependency_up", "1 when the dependency answered the last readiness probe",
+                      ["dependency"])
+LAST_PROGRESS = Gauge("newsflow_last_progress_timestamp_seconds",
+                      "Unix time the stage's main loop last made progress", ["stage"])

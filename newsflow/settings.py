@@ -114,6 +114,9 @@ class Settings(BaseSettings):
 
     # --- Ops -----------------------------------------------------------------------------
     metrics_port: int = Field(9464, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz (0 = off).")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the /metrics server binds; 0.0.0.0 in containers so Prometheus can scrape."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="json, console, or auto (console on a TTY, json otherwise)."
