@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_poll(args, settings: Settings) -> int:
     from ingest.poller import Poller
+    from newsflow.ops import stage_ops
 
-    Poller(settings).run(once=args.once)
+    with stage_ops(settings, "poller"):
+        Poller(settings).run(once=args.once)
     return 0

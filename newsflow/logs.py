@@ -94,6 +94,12 @@ def _add_process_fields(_logger: Any, _method: str, event: dict[str, Any]) -> di
     return event
 
 
+def _leading_keys(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """timestamp, level, logger, event first: easier to read as raw JSON lines."""
+    head = {k: event.pop(k) for k in ("timestamp", "level", "logger", "event") if k in event}
+    return head | event
+
+
 def bind_process(**fields: Any) -> None:
     """Fields every later log line of this process carries, from any thread (e.g. ``stage``)."""
     _PROCESS_FIELDS.update(fields)
@@ -155,6 +161,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
             redact,
+            _leading_keys,
             renderer,
         ],
     )

@@ -35,6 +35,7 @@ from kafka.errors import KafkaError, ProducerFencedError
 
 from newsflow import metrics
 from newsflow.kafka_io import make_consumer, make_producer
+from newsflow.logs import article_context, record_article_id
 from newsflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -242,9 +243,11 @@ class StageRunner:
         self._process_batch = process_batch
         self._stop = threading.Event()
         self._rebalance = _Rebalance()
+        self.group = group
         self.consumer = consumer or make_consumer(settings, group)
         self.consumer.subscribe([source], listener=self._rebalance)
         self.paused = False
+        self.last_progress = time.monotonic()  # main-loop heartbeat, read by /healthz
 
     # --- lifecycle -------------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -259,9 +262,13 @@ class StageRunner:
         signal.signal(signal.SIGINT, self.stop)
 
     def serve(self, *, idle_exit_s: float | None = None) -> int:
-        """CLI entry: handle SIGTERM/SIGINT, run until stopped. Returns the exit code."""
+        """CLI entry: handle SIGTERM/SIGINT, serve /metrics /healthz /readyz, run until stopped."""
+        from newsflow.ops import stage_ops
+
         self.install_signal_handlers()
-        self.run(idle_exit_s=idle_exit_s)
+        with stage_ops(self.settings, self.stage.name, group=self.group, topics=[self.source],
+                       progress_age=lambda: time.monotonic() - self.last_progress):
+            self.run(idle_exit_s=idle_exit_s)
         return 0
 
     def run(self, *, max_batches: int | None = None, idle_exit_s: float | None = None) -> None:
@@ -294,6 +301,7 @@ class StageRunner:
 
     def step(self) -> int:
         """Poll one batch, transform it, deliver it. Returns the number of records consumed."""
+        self.last_progress = time.monotonic()
         records = self.poll()
         if not records:
             return 0
@@ -309,10 +317,11 @@ class StageRunner:
         batch = Batch(records=records)
         first = self._process_batch(records) if self._process_batch else [None] * len(records)
         for i, rec in enumerate(records):
-            result = first[i] if self._process_batch else self._attempt(rec)
-            if isinstance(result, BaseException) and not isinstance(result, (Drop, Quarantine)):
-                result = self._attempt(rec, already=1, last=result)
-            self._route(batch, rec, result)
+            with article_context(record_article_id(rec)):  # every log line about it carries article_id
+                result = first[i] if self._process_batch else self._attempt(rec)
+                if isinstance(result, BaseException) and not isinstance(result, (Drop, Quarantine)):
+                    result = self._attempt(rec, already=1, last=result)
+                self._route(batch, rec, result)
         return batch
 
     def _attempt(self, rec: ConsumerRecord, already: int = 0, last: BaseException | None = None):
@@ -358,6 +367,7 @@ class StageRunner:
         delay = 0.5
         waited = 0.0
         while True:
+            self.last_progress = time.monotonic()  # waiting on back-pressure is alive, not stuck
             if self._rebalance.revoked:
                 batch = batch.without(self._rebalance.revoked)
                 self._rebalance.revoked.clear()
