@@ -1,4 +1,4 @@
-"""Core subcommands: run, topology, config."""
+"""Core subcommands: run, stop, status, topology, config."""
 
 from __future__ import annotations
 
@@ -9,10 +9,30 @@ from newsflow.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run every stage, supervised, until Ctrl-C / SIGTERM")
+    p = sub.add_parser("run", help="run every stage, supervised, until Ctrl-C / SIGTERM",
+                       description="Start the stages as child processes, restart a crashed one with backoff "
+                                   "(1s, 2s, 4s ... 60s), stop them all on Ctrl-C or SIGTERM. Each stage serves "
+                                   "/metrics on NEWSFLOW_METRICS_PORT + 0 (poller), + 1 (processor), + 2 (indexer).")
     p.add_argument("--stages", default="poller,processor,indexer",
                    help="comma-separated stages to run (default: all)")
+    p.add_argument("--max-backoff", type=float, default=60.0, metavar="SECONDS",
+                   help="longest wait before restarting a crashed stage (default 60)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("stop", help="stop a running `newsflow run` (SIGTERM, wait until it is gone)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="how long to wait (default: shutdown_timeout_s + 10)")
+    p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("status", help="stages, health, lag, feeds, Elasticsearch and DLQ at a glance",
+                       description="Stage processes and their health, consumer lag per topic and partition, "
+                                   "feeds summary and worst feeds, Elasticsearch documents and index sizes, "
+                                   "dead-letter topic size. Secrets are never shown.")
+    p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    p.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                   help="refresh interval for --watch (default 2)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts (one object per refresh)")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("topology", help="create the Kafka topics and the Elasticsearch template (idempotent)")
     p.set_defaults(func=cmd_topology)
@@ -22,16 +42,54 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_config)
 
 
+def parse_stages(value: str) -> list[str]:
+    from newsflow.supervisor import STAGE_COMMANDS
+
+    stages = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = set(stages) - set(STAGE_COMMANDS)
+    if unknown or not stages:
+        raise SystemExit(f"unknown stage(s): {', '.join(sorted(unknown)) or '(none given)'}; "
+                         f"known: {', '.join(STAGE_COMMANDS)}")
+    return stages
+
+
 def cmd_run(args, settings: Settings) -> int:
-    from newsflow.supervisor import STAGE_COMMANDS, Supervisor
+    from newsflow.logs import bind_process
+    from newsflow.supervisor import Supervisor
     from newsflow.topology import apply
 
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = set(stages) - set(STAGE_COMMANDS)
-    if unknown:
-        raise SystemExit(f"unknown stage(s): {', '.join(sorted(unknown))}; known: {', '.join(STAGE_COMMANDS)}")
+    stages = parse_stages(args.stages)
+    bind_process(stage="supervisor")
     apply(settings)
-    return Supervisor(stages, grace_s=settings.shutdown_timeout_s + 5).run()
+    return Supervisor(settings, stages, max_backoff_s=args.max_backoff).run()
+
+
+def cmd_stop(args, settings: Settings) -> int:
+    from newsflow.supervisor import stop_supervisors
+
+    pids = stop_supervisors(settings, timeout_s=args.timeout or settings.shutdown_timeout_s + 10)
+    print(f"stopped newsflow run pid(s) {', '.join(map(str, pids))}" if pids else "no newsflow run is running")
+    return 0
+
+
+def cmd_status(args, settings: Settings) -> int:
+    import time
+
+    from newsflow.status import collect, render, watch
+
+    if args.json:
+        while True:
+            print(json.dumps(collect(settings), default=str), flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(args.interval)
+    if args.watch:
+        watch(settings, args.interval)
+        return 0
+    from rich.console import Console
+
+    Console().print(render(collect(settings)))
+    return 0
 
 
 def cmd_topology(args, settings: Settings) -> int:
@@ -49,6 +107,8 @@ def cmd_config(args, settings: Settings) -> int:
     if args.markdown:
         print(settings_table(), end="")
     else:
-        print(json.dumps(settings.redacted(), indent=2, default=str))
-    return 0
+        from newsflow.logs import Redactor, secret_values
 
+        # SecretStr fields are masked by redacted(); the redactor also masks user:password@ in URLs.
+        print(json.dumps(Redactor(secret_values(settings)).value(settings.redacted()), indent=2, default=str))
+    return 0

@@ -1,0 +1,374 @@
+"""``newsflow status``: what is flowing, what is stuck, and why — in one screen or one JSON object.
+
+Sources, each optional (a part that cannot be read says why instead of failing the whole report):
+
+* stage processes: ``<state_dir>/run/*.json`` written by every stage (newsflow/ops.py) and by
+  ``newsflow run`` (newsflow/supervisor.py); each stage's /healthz, /readyz and /metrics;
+  resident memory from the OS;
+* Kafka: lag per consumer group, topic and partition; records retained in the dead-letter topic;
+* feeds: the feed list, and every per-feed gauge the poller exports as ``newsflow_feed_*{feed=...}``
+  (worst feeds = most consecutive errors, then backing off / retired);
+* Elasticsearch: documents behind the alias and each monthly index's size.
+
+Secrets are never shown: the whole report goes through the same redactor as the logs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import psutil
+import yaml
+from elastic_transport import TransportError
+from elasticsearch import ApiError, NotFoundError
+from kafka.errors import KafkaError
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from newsflow.elastic import make_es
+from newsflow.kafka_io import make_admin
+from newsflow.lag import group_lag, topic_records
+from newsflow.logs import Redactor, secret_values
+from newsflow.ops import run_dir
+from newsflow.settings import Settings
+from newsflow.supervisor import pid_alive, supervisors
+from newsflow.topology import stages as topology_stages
+
+PROBE_TIMEOUT_S = 3.0
+WORST_FEEDS = 10
+# Per-stage numbers lifted from each stage's /metrics (sums over the other labels).
+_STAGE_SERIES = {
+    "newsflow_records_in_total": "in",
+    "newsflow_records_out_total": "out",
+    "newsflow_records_dropped_total": "dropped",
+    "newsflow_dead_letters_total": "dead_letters",
+    "newsflow_paused": "paused",
+}
+_FEED_ORDER = ("consecutive_errors", "backing_off", "retired")
+
+
+def _err(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+# --- stage processes -----------------------------------------------------------------------
+def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Prometheus text -> {sample name: [(labels, value), ...]}."""
+    out: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[sample.name].append((dict(sample.labels), sample.value))
+    return out
+
+
+def stage_numbers(samples: dict[str, list[tuple[dict[str, str], float]]]) -> dict[str, float]:
+    return {short: sum(v for _l, v in samples.get(name, [])) for name, short in _STAGE_SERIES.items()}
+
+
+def feed_gauges(samples: dict[str, list[tuple[dict[str, str], float]]]) -> dict[str, dict[str, float]]:
+    """Every ``newsflow_feed_<what>{feed=...}`` sample, as {feed: {what: value}}."""
+    feeds: dict[str, dict[str, float]] = defaultdict(dict)
+    for name, rows in samples.items():
+        if not name.startswith("newsflow_feed_"):
+            continue
+        what = name.removeprefix("newsflow_feed_")
+        for labels, value in rows:
+            if "feed" in labels:
+                feeds[labels["feed"]][what] = value
+    return dict(feeds)
+
+
+def _rss_mb(pid: int) -> float | None:
+    """Resident memory of a stage and its worker processes (extraction pool)."""
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+        return round(sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20, 1)
+    except psutil.Error:
+        return None
+
+
+def _get_json(client: httpx.Client, url: str) -> dict[str, Any]:
+    try:
+        return client.get(url).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return {"ok": False, "detail": _err(exc)}
+
+
+def stage_processes(settings: Settings) -> tuple[list[dict[str, Any]], dict[str, list]]:
+    """Registered stage processes with health, readiness, counters; and their /metrics samples."""
+    rows: list[dict[str, Any]] = []
+    samples_by_stage: dict[str, list] = defaultdict(list)
+    with httpx.Client(timeout=PROBE_TIMEOUT_S) as client:
+        for path in sorted(run_dir(settings).glob("*.json")):
+            if path.name.startswith("supervisor-"):
+                continue
+            try:
+                entry = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # being replaced right now
+            pid = int(entry["pid"])
+            row: dict[str, Any] = {"stage": entry["stage"], "pid": pid, "instance": entry.get("instance"),
+                                   "port": entry.get("port"), "alive": pid_alive(pid)}
+            if not row["alive"]:
+                path.unlink(missing_ok=True)  # it died without cleaning up; do not report it twice
+                continue
+            row["uptime_s"] = round(time.time() - entry.get("started_at", time.time()), 0)
+            row["rss_mb"] = _rss_mb(pid)
+            if entry.get("port"):
+                base = f"http://{entry['host']}:{entry['port']}"
+                row["health"] = _get_json(client, base + "/healthz")
+                row["ready"] = _get_json(client, base + "/readyz")
+                try:
+                    samples = parse_metrics(client.get(base + "/metrics").text)
+                    row["counters"] = stage_numbers(samples)
+                    samples_by_stage[entry["stage"]].append(samples)
+                except (httpx.HTTPError, ValueError) as exc:
+                    row["counters"] = {"error": _err(exc)}
+            rows.append(row)
+    return rows, samples_by_stage
+
+
+def supervisor_info(settings: Settings) -> list[dict[str, Any]]:
+    out = []
+    for path, entry in supervisors(settings):
+        if not pid_alive(int(entry["pid"])):
+            path.unlink(missing_ok=True)
+            continue
+        out.append(entry)
+    return out
+
+
+# --- Kafka -----------------------------------------------------------------------------------
+def kafka_info(settings: Settings) -> dict[str, Any]:
+    try:
+        admin = make_admin(settings, bootstrap_timeout_ms=int(PROBE_TIMEOUT_S * 1000),
+                           request_timeout_ms=int(PROBE_TIMEOUT_S * 2000))
+    except (KafkaError, OSError) as exc:
+        return {"ok": False, "error": _err(exc)}
+    try:
+        lag = []
+        for spec in topology_stages(settings):
+            if spec.source:
+                lag += [r.as_dict() | {"stage": spec.name} for r in group_lag(admin, spec.group, [spec.source])]
+        return {"ok": True, "lag": lag, "dlq": {"topic": settings.topic_dlq,
+                                                "records": topic_records(admin, settings.topic_dlq)}}
+    except (KafkaError, OSError) as exc:
+        return {"ok": False, "error": _err(exc)}
+    finally:
+        admin.close()
+
+
+# --- Elasticsearch ----------------------------------------------------------------------------
+def es_info(settings: Settings) -> dict[str, Any]:
+    es = make_es(settings, request_timeout=PROBE_TIMEOUT_S * 2)
+    try:
+        try:
+            docs = es.count(index=settings.es_index)["count"]
+        except NotFoundError:
+            return {"ok": True, "alias": settings.es_index, "docs": 0, "indices": [],
+                    "detail": f"no index behind {settings.es_index!r} yet"}
+        cat = es.cat.indices(index=f"{settings.es_index}-*", format="json", bytes="b",
+                             h="index,health,docs.count,store.size")
+        indices = sorted(
+            ({"index": i["index"], "health": i.get("health"), "docs": int(i.get("docs.count") or 0),
+              "size_bytes": int(i.get("store.size") or 0)} for i in cat.body),
+            key=lambda i: i["index"],
+        )
+        return {"ok": True, "alias": settings.es_index, "docs": docs, "indices": indices}
+    except (TransportError, ApiError, OSError) as exc:
+        return {"ok": False, "alias": settings.es_index, "error": _err(exc)}
+    finally:
+        es.close()
+
+
+# --- feeds -------------------------------------------------------------------------------------
+def feeds_info(settings: Settings, poller_samples: list) -> dict[str, Any]:
+    out: dict[str, Any] = {"file": str(settings.feeds_file)}
+    try:
+        data = yaml.safe_load(settings.feeds_file.read_text(encoding="utf-8")) or {}
+        feeds = data.get("feeds", []) if isinstance(data, dict) else data
+        out["configured"] = len(feeds or [])
+    except (OSError, yaml.YAMLError) as exc:
+        out["configured"] = None
+        out["error"] = _err(exc)
+    gauges: dict[str, dict[str, float]] = {}
+    for samples in poller_samples:
+        gauges.update(feed_gauges(samples))
+    if gauges:
+        out["reporting"] = len(gauges)
+        out["summary"] = {what: sum(1 for g in gauges.values() if g.get(what)) for what in _FEED_ORDER}
+        ranked = sorted(gauges.items(), key=lambda kv: tuple(-kv[1].get(k, 0) for k in _FEED_ORDER))
+        out["worst"] = [{"feed": f} | g for f, g in ranked[:WORST_FEEDS] if any(g.get(k) for k in _FEED_ORDER)]
+    else:
+        out["detail"] = "no poller is exporting per-feed gauges (newsflow_feed_*) right now"
+    return out
+
+
+# --- the report ----------------------------------------------------------------------------------
+def connection_summary(settings: Settings) -> dict[str, Any]:
+    if settings.es_api_key is not None:
+        es_auth = "api key"
+    elif settings.es_username:
+        es_auth = f"basic ({settings.es_username})"
+    else:
+        es_auth = "none"
+    return {"kafka_bootstrap": settings.kafka_bootstrap, "kafka_security": settings.kafka_security_protocol,
+            "kafka_sasl_user": settings.kafka_sasl_username, "es_url": settings.es_url, "es_auth": es_auth,
+            "es_alias": settings.es_index}
+
+
+def collect(settings: Settings) -> dict[str, Any]:
+    """The whole report as plain data, secrets masked."""
+    procs, samples = stage_processes(settings)
+    report = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "connection": connection_summary(settings),
+        "supervisors": supervisor_info(settings),
+        "stages": procs,
+        "kafka": kafka_info(settings),
+        "feeds": feeds_info(settings, samples.get("poller", [])),
+        "elasticsearch": es_info(settings),
+    }
+    return Redactor(secret_values(settings)).value(report)
+
+
+# --- rendering ----------------------------------------------------------------------------------
+def _yes(ok: Any) -> Text:
+    if ok is None:
+        return Text("-", style="dim")
+    return Text("ok", style="green") if ok else Text("NO", style="bold red")
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _why(body: dict[str, Any] | None) -> str:
+    if not body:
+        return ""
+    if "checks" in body:
+        return "; ".join(f"{k}: {c['detail']}" for k, c in body["checks"].items() if not c.get("ok"))
+    return str(body.get("detail", ""))
+
+
+def render(report: dict[str, Any]) -> Group:
+    parts: list[Any] = []
+    c = report["connection"]
+    parts.append(Text(f"newsflow status  {report['generated_at']}  kafka {c['kafka_bootstrap']}  "
+                      f"es {c['es_url']} (auth: {c['es_auth']})  alias {c['es_alias']}", style="bold"))
+
+    t = Table(title="Stages", title_justify="left", expand=False)
+    for col in ("stage", "pid", "up", "live", "ready", "in", "out", "drop", "dlq", "MiB", "why"):
+        right = col in ("pid", "up", "in", "out", "drop", "dlq", "MiB")
+        t.add_column(col, justify="right" if right else "left", no_wrap=col != "why",
+                     overflow="fold" if col == "why" else "ellipsis", min_width=9 if col == "stage" else None)
+    for s in report["stages"]:
+        n = s.get("counters") or {}
+        health, ready = s.get("health"), s.get("ready")
+        why = _why(health if health and not health.get("ok") else ready)
+        if n.get("paused"):
+            why = "paused: sink pushing back. " + why
+        t.add_row(s["stage"], str(s["pid"]), _duration(s.get("uptime_s") or 0),
+                  _yes(health.get("ok") if health else None), _yes(ready.get("ok") if ready else None),
+                  *(f"{n[k]:.0f}" if isinstance(n.get(k), float) else "-"
+                    for k in ("in", "out", "dropped", "dead_letters")),
+                  f"{s['rss_mb']:.0f}" if s.get("rss_mb") else "-", why)
+    for sup in report["supervisors"]:
+        for name, ch in sup["children"].items():
+            if ch.get("pid") is None:
+                t.add_row(name, "-", "-", Text("DOWN", style="bold red"), "-", "-", "-", "-", "-", "-",
+                          f"restart {ch['restarts']} pending (last exit {ch['last_exit']})")
+    if not report["stages"] and not report["supervisors"]:
+        t.caption = "no stage process is running (start them with `make run` or `newsflow run`)"
+    parts.append(t)
+    if report["supervisors"]:
+        sup_lines = [f"newsflow run pid {s['pid']}: " + ", ".join(
+            f"{n} restarts={ch['restarts']}" for n, ch in s["children"].items()) for s in report["supervisors"]]
+        parts.append(Text("\n".join(sup_lines), style="dim"))
+
+    k = report["kafka"]
+    if k.get("ok"):
+        t = Table(title="Consumer lag (group <prefix>-<stage>)", title_justify="left")
+        for col in ("stage", "topic", "part", "committed", "end", "lag"):
+            t.add_column(col, justify="right" if col in ("part", "committed", "end", "lag") else "left",
+                         no_wrap=True)
+        for r in k["lag"]:
+            style = "bold red" if r["lag"] > 1000 else ("yellow" if r["lag"] > 1 else "")
+            t.add_row(r["stage"], r["topic"], str(r["partition"]),
+                      "-" if r["committed"] is None else str(r["committed"]), str(r["end"]),
+                      Text(str(r["lag"]), style=style))
+        t.caption = "(lag 1 on a caught-up transactional topic is its commit marker)"
+        parts.append(t)
+        dlq = k["dlq"]
+        parts.append(Text(f"Dead-letter topic {dlq['topic']}: {dlq['records']} records retained",
+                          style="bold red" if dlq["records"] else "green"))
+    else:
+        parts.append(Text(f"Kafka unreachable: {k.get('error')}", style="bold red"))
+
+    f = report["feeds"]
+    line = f"Feeds: {f['configured'] if f.get('configured') is not None else '?'} in {f['file']}"
+    if "summary" in f:
+        sm = f["summary"]
+        line += (f"; {f['reporting']} reporting, {sm['consecutive_errors']} failing, "
+                 f"{sm['backing_off']} backing off, {sm['retired']} retired")
+    for key in ("error", "detail"):
+        if f.get(key):
+            line += f"\n  {f[key]}"
+    parts.append(Text(line))
+    if f.get("worst"):
+        t = Table(title="Worst feeds", title_justify="left")
+        cols = sorted({k for w in f["worst"] for k in w if k != "feed"},
+                      key=lambda k: (_FEED_ORDER.index(k) if k in _FEED_ORDER else 99, k))
+        t.add_column("feed")
+        for col in cols:
+            t.add_column(col, justify="right")
+        for w in f["worst"]:
+            t.add_row(w["feed"], *(f"{w[c]:g}" if c in w else "-" for c in cols))
+        parts.append(t)
+
+    e = report["elasticsearch"]
+    if e.get("ok"):
+        parts.append(Text(f"Elasticsearch: {e['docs']} documents behind alias {e['alias']!r}"
+                          + (f" ({e['detail']})" if e.get("detail") else "")))
+        if e["indices"]:
+            t = Table()
+            for col in ("index", "health", "docs", "size"):
+                t.add_column(col, justify="right" if col in ("docs", "size") else "left", no_wrap=True)
+            for i in e["indices"]:
+                t.add_row(i["index"], i.get("health") or "-", str(i["docs"]), _size(i["size_bytes"]))
+            parts.append(t)
+    else:
+        parts.append(Text(f"Elasticsearch unreachable: {e.get('error')}", style="bold red"))
+    return Group(*parts)
+
+
+def watch(settings: Settings, interval_s: float, console: Console | None = None) -> None:
+    """Refresh the tables every ``interval_s`` until Ctrl-C."""
+    from rich.live import Live
+
+    console = console or Console()
+    with Live(render(collect(settings)), console=console, refresh_per_second=4, screen=False) as live:
+        while True:
+            time.sleep(interval_s)
+            live.update(render(collect(settings)))
