@@ -237,6 +237,9 @@ def stage_ops(
     probe_interval_s: float = 10.0,
 ) -> Iterator[StageOps]:
     """Serve /metrics, /healthz, /readyz and probe dependencies while the stage runs. See module doc."""
+    from newsflow.supervisor import die_with_supervisor
+
+    die_with_supervisor()
     bind_process(stage=stage)
     disable_created_metrics()  # no *_created series: half the scrape size, nothing alerts on them
     metrics.STAGE_INFO.labels(stage, settings.instance_id, newsflow_version()).set(1)

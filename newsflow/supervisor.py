@@ -7,8 +7,9 @@
   1, 2, 4, ... seconds (capped at ``max_backoff_s``); a child that ran a minute starts afresh at 1.
 * SIGTERM or SIGINT (Ctrl-C) stops it: every child gets SIGTERM, finishes or aborts its in-flight
   batch and exits; a child still running after ``grace_s`` is killed. A second signal kills at once.
-  Children are also bound to the supervisor's life (``PR_SET_PDEATHSIG``): if the supervisor is
-  killed outright, they get SIGTERM from the kernel.
+  Children are also bound to the supervisor's life: each stage asks the kernel for SIGTERM when
+  its parent dies (``PR_SET_PDEATHSIG``, see ``die_with_supervisor``), so even a ``kill -9`` of
+  the supervisor leaves no stage behind.
 * ``<state_dir>/run/supervisor-<pid>.json`` describes the children (pid, restarts, last exit) for
   ``newsflow status`` and ``newsflow stop``.
 """
@@ -35,6 +36,7 @@ log = structlog.get_logger(__name__)
 
 STAGE_COMMANDS = {"poller": ["poll"], "processor": ["process"], "indexer": ["index"]}
 _PR_SET_PDEATHSIG = 1
+SUPERVISOR_ENV = "NF_SUPERVISOR_PID"  # set in each child's environment; not a setting
 _RESET_AFTER_S = 60.0
 
 
@@ -64,11 +66,18 @@ def stage_metrics_port(settings: Settings, stage: str) -> int:
     return settings.metrics_port + list(STAGE_COMMANDS).index(stage)
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass  # not Linux: the supervisor's own shutdown still stops its children
+def die_with_supervisor() -> None:
+    """In a supervised stage: get SIGTERM when the supervisor dies, however it dies (Linux).
+
+    Called by every stage at start (``newsflow.ops.stage_ops``); a no-op outside ``newsflow run``.
+    Done in the child rather than in a ``preexec_fn``, which is unsafe in a threaded parent.
+    """
+    parent = os.environ.get(SUPERVISOR_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):  # the supervisor died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass
@@ -95,6 +104,7 @@ class Supervisor:
     def __init__(self, settings: Settings, stages: list[str], *, max_backoff_s: float = 60.0,
                  grace_s: float | None = None, env: dict[str, str] | None = None):
         base = (os.environ.copy() if env is None else dict(env)) | settings_env(settings)
+        base[SUPERVISOR_ENV] = str(os.getpid())
         self.settings = settings
         self.children = [
             Child(s, [sys.executable, "-m", "newsflow.cli", *STAGE_COMMANDS[s]],
@@ -119,7 +129,7 @@ class Supervisor:
 
     # --- children ----------------------------------------------------------------------------
     def _start(self, child: Child) -> None:
-        child.proc = subprocess.Popen(child.argv, env=child.env, preexec_fn=_die_with_parent)
+        child.proc = subprocess.Popen(child.argv, env=child.env)
         child.started_at = time.monotonic()
         log.info("stage started", child=child.name, child_pid=child.proc.pid, restarts=child.restarts)
         self._write_registry()
