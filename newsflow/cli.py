@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"log_level": args.log_level.upper()} if args.log_level else {}
         settings = Settings(**overrides)
     except (ValidationError, FileNotFoundError) as exc:
-        print(f"newsflow: invalid settings:\n{exc}", file=sys.stderr)
+        from newsflow.settings import describe_settings_error
+
+        print(f"newsflow: invalid settings (NEWSFLOW_* variables or NEWSFLOW_CONFIG):\n"
+              f"{describe_settings_error(exc)}", file=sys.stderr)
         return 2
     configure_logging(settings)
     try:

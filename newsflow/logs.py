@@ -19,6 +19,7 @@ Following one article across stages: the runner binds ``article_id`` around each
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -48,12 +49,19 @@ _PROCESS_FIELDS: dict[str, Any] = {}
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """Every secret the settings hold, longest first (so a secret containing another is masked whole)."""
+    """Every secret the settings hold, longest first (so a secret containing another is masked whole).
+
+    Includes the forms a secret takes on the wire, should a library log a request: the base64
+    ``user:password`` of an HTTP basic-auth header.
+    """
     out = []
     for name in type(settings).model_fields:
         value = getattr(settings, name)
         if isinstance(value, SecretStr) and value.get_secret_value():
             out.append(value.get_secret_value())
+    if settings.es_username and settings.es_password is not None:
+        pair = f"{settings.es_username}:{settings.es_password.get_secret_value()}"
+        out.append(base64.b64encode(pair.encode()).decode())
     return sorted(set(out), key=len, reverse=True)
 
 

@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     @field_validator("es_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://, e.g. http://127.0.0.1:9200")
         return v.rstrip("/")
 
     @classmethod
@@ -177,3 +179,28 @@ def settings_table() -> str:
             default = "" if field.default is None else str(field.default)
         rows.append(f"| `NEWSFLOW_{name.upper()}` | `{default}` | {field.description or ''} |")
     return "\n".join(rows) + "\n"
+
+
+def describe_settings_error(exc: Exception) -> str:
+    """A start-up settings error as one line per problem, named the way the operator set it.
+
+    Secret values are never echoed back.
+    """
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return f"  {exc}"
+    config = os.environ.get("NEWSFLOW_CONFIG")
+    lines = []
+    for err in exc.errors(include_url=False):
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        field = Settings.model_fields.get(name)
+        if field is None:
+            where = f" (in {config})" if config else ""
+            lines.append(f"  {name}{where}: unknown setting; `newsflow config --markdown` lists them all")
+            continue
+        secret = "SecretStr" in str(field.annotation)
+        got = "" if secret or err["type"] == "missing" else f" (got {err.get('input')!r})"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  NEWSFLOW_{name.upper()}{got}: {msg}")
+    return "\n".join(lines)
