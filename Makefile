@@ -1,4 +1,5 @@
-# Newsflow — `make help` lists the targets.
+# Newsflow — `make help` lists the targets and the variables you can override, e.g.
+#   make run KAFKA_PORT=19092 ES_PORT=19200 FEEDS=my-feeds.yaml
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -7,20 +8,37 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STACK := deploy/local/stack.sh
 
-export KAFKA_PORT ?= 9092
-export ES_PORT ?= 9200
-export NEWSFLOW_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
-export NEWSFLOW_ES_URL ?= http://127.0.0.1:$(ES_PORT)
-export NEWSFLOW_CORPUS ?= $(abspath ../shared/corpus)
-FEEDS ?= deploy/feeds.yaml
+# Variables: override on the command line (make run KAFKA_PORT=19092) or in the environment.
+KAFKA_HOST ?= 127.0.0.1 ## Kafka host the pipeline talks to
+KAFKA_PORT ?= 9092 ## Kafka port (also the local stack's listener)
+ES_HOST ?= 127.0.0.1 ## Elasticsearch host
+ES_PORT ?= 9200 ## Elasticsearch port (also the local stack's HTTP port)
+METRICS_PORT ?= 9464 ## first /metrics port: poller +0, processor +1, indexer +2
+FEEDS ?= deploy/feeds.yaml ## feed list for `make run`
+DEMO_PORT ?= 8765 ## port of the offline demo site (make demo)
+PYTEST_ARGS ?= ## extra pytest arguments, e.g. PYTEST_ARGS='-x -k lag'
+REPLAY_ARGS ?= ## arguments of `newsflow dlq replay` (make replay)
+VARS := KAFKA_HOST KAFKA_PORT ES_HOST ES_PORT METRICS_PORT FEEDS DEMO_PORT PYTEST_ARGS REPLAY_ARGS
+# The "## doc" above leaves trailing blanks in the values: strip them.
+$(foreach v,$(VARS),$(eval override $(v) := $(strip $($(v)))))
+
+export KAFKA_PORT ES_PORT
+export NEWSFLOW_KAFKA_BOOTSTRAP ?= $(KAFKA_HOST):$(KAFKA_PORT)
+export NEWSFLOW_ES_URL ?= http://$(ES_HOST):$(ES_PORT)
+export NEWSFLOW_METRICS_PORT ?= $(METRICS_PORT)
 export NEWSFLOW_FEEDS_FILE ?= $(abspath $(FEEDS))
-PYTEST_ARGS ?=
+export NEWSFLOW_CORPUS ?= $(abspath ../shared/corpus)
 
-.PHONY: help install up down status logs topics templates run demo stop test test-unit test-chaos bench kibana replay clean
+.PHONY: help install up down status logs topics templates run demo stop test test-unit test-chaos bench replay clean
 
-help: ## list the targets
+help: ## list the targets and variables
+	@echo "Newsflow: feeds -> Kafka -> enrichment -> Elasticsearch. Quick start: make run, make test."
+	@echo
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
-	@echo "Variables: KAFKA_PORT=$(KAFKA_PORT) ES_PORT=$(ES_PORT) FEEDS=$(FEEDS) NEWSFLOW_CORPUS=$(NEWSFLOW_CORPUS)"
+	@echo
+	@echo "Variables (current value):"
+	@$(foreach v,$(VARS),printf "  \033[33m%-13s\033[0m %-20s %s\n" "$(v)" "$(value $(v))" "$$(grep -E '^$(v) \?=' $(firstword $(MAKEFILE_LIST)) | sed 's/.*## //')";)
+	@echo "  (every setting is also a NEWSFLOW_* variable: .venv/bin/newsflow config --markdown)"
 
 $(BIN)/newsflow: pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,39 +48,49 @@ $(BIN)/newsflow: pyproject.toml requirements.lock
 
 install: $(BIN)/newsflow ## create .venv and install Newsflow with pinned dependencies
 
-up: ## start the local Kafka and Elasticsearch (downloads them the first time)
+up: install ## start the local Kafka + Elasticsearch (downloads them the first time) and apply the topology
 	bash $(STACK) up
+	$(BIN)/newsflow topology
 
 down: ## stop the local stack (only what it started)
 	bash $(STACK) down
 
-status: install ## stack status, then `newsflow status`
+status: install ## stack status, then `newsflow status` (stages, lag, feeds, ES, DLQ)
 	-bash $(STACK) status
 	-$(BIN)/newsflow status
 
-logs: ## tail the local stack's logs
+logs: ## the local stack's logs (the stages log to the terminal of `make run`)
 	bash $(STACK) logs
 
-topics: install up ## create the Kafka topics (idempotent)
+topics: install ## create the Kafka topics (idempotent; part of `make up`)
 	$(BIN)/newsflow topology
 
-templates: install up ## apply the Elasticsearch index template (idempotent)
+templates: install ## apply the Elasticsearch index template (idempotent; part of `make up`)
 	$(BIN)/newsflow topology
 
-run: install up ## run the whole pipeline on the local stack until Ctrl-C
+run: up ## run the whole pipeline on the local stack until Ctrl-C (see `make status`)
 	$(BIN)/newsflow run
 
-demo: install up ## serve an offline site of feeds locally, run the pipeline on it, print search hits
-	$(BIN)/python -m newsflow.demo
+demo: up ## offline demo: serve a local news site, run the pipeline on it, print search hits
+	$(BIN)/python -m newsflow.demo --port $(DEMO_PORT)
 
-stop: ## stop a `make run` started in the background
-	-pkill -TERM -f 'newsflow(\.cli)? run' || true
+stop: install ## stop a `newsflow run` started elsewhere (SIGTERM, waits until it is gone)
+	$(BIN)/newsflow stop
 
-test: install up ## the whole test suite on the real local stack
+test: up ## the whole test suite on the real local stack
 	$(BIN)/pytest -m 'not chaos' $(PYTEST_ARGS)
 
 test-unit: install ## tests that need neither Kafka nor Elasticsearch
 	$(BIN)/pytest -m 'not integration and not chaos' $(PYTEST_ARGS)
 
-clean: down ## remove the venv and all local state
+test-chaos: up ## fault-injection suite (kills and restarts services; slow)
+	$(BIN)/pytest -m chaos $(PYTEST_ARGS)
+
+bench: up ## benchmark report: bench/report.md and plots (never part of `make test`)
+	$(BIN)/python bench/run.py
+
+replay: install ## re-inject dead letters after a fix: newsflow dlq replay $(REPLAY_ARGS)
+	$(BIN)/newsflow dlq replay $(REPLAY_ARGS)
+
+clean: down ## remove the venv and all local state (downloads, data, logs)
 	rm -rf $(VENV) .local .pytest_cache
