@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("config", help="print the effective settings (secrets masked)")
     p.add_argument("--markdown", action="store_true", help="print the README configuration table instead")
+    p.add_argument("--update-readme", action="store_true",
+                   help="rewrite the configuration table in README.md from the settings model")
     p.set_defaults(func=cmd_config)
 
 
@@ -101,10 +103,27 @@ def cmd_topology(args, settings: Settings) -> int:
     return 0
 
 
-def cmd_config(args, settings: Settings) -> int:
-    from newsflow.settings import settings_table
+README_TABLE_BEGIN = "<!-- settings-table:begin (generated: newsflow config --update-readme) -->"
+README_TABLE_END = "<!-- settings-table:end -->"
 
-    if args.markdown:
+
+def readme_with_table(readme: str, table: str) -> str:
+    """README text with the block between the settings-table markers replaced by ``table``."""
+    head, sep, rest = readme.partition(README_TABLE_BEGIN)
+    _old, sep2, tail = rest.partition(README_TABLE_END)
+    if not sep or not sep2:
+        raise ValueError(f"README.md lacks the markers {README_TABLE_BEGIN!r} ... {README_TABLE_END!r}")
+    return f"{head}{README_TABLE_BEGIN}\n{table}{README_TABLE_END}{tail}"
+
+
+def cmd_config(args, settings: Settings) -> int:
+    from newsflow.settings import REPO_ROOT, settings_table
+
+    if args.update_readme:
+        path = REPO_ROOT / "README.md"
+        path.write_text(readme_with_table(path.read_text(encoding="utf-8"), settings_table()), encoding="utf-8")
+        print(f"configuration table in {path} updated")
+    elif args.markdown:
         print(settings_table(), end="")
     else:
         from newsflow.logs import Redactor, secret_values

@@ -71,7 +71,19 @@ class Settings(BaseSettings):
     es_index: str = Field("articles", description="Read alias; monthly indices are <alias>-YYYY.MM.")
     es_text_analyzer: str = Field(
         "newsflow_text",
-        description="Analyzer for text fields: newsflow_text (standard + English stopwords) or english.",
+        description="Analyzer for text fields: newsflow_text (standard + English stopwords, works on the local "
+        "distribution) or english (full Elasticsearch with analysis-common).",
+    )
+    es_ilm_policy: str | None = Field(
+        None,
+        description="ILM policy name to install (deploy/elasticsearch/ilm-policy.json) and attach to new indices. "
+        "Full Elasticsearch only: the local distribution has no ILM. Empty = no ILM.",
+    )
+    es_bulk_max_retries: int = Field(
+        5, ge=0, description="Retries of bulk items Elasticsearch rejected (429/503) before the indexer pauses."
+    )
+    es_bulk_max_backoff_s: float = Field(
+        8.0, gt=0, description="Cap of the exponential backoff between those retries (starts at 0.25 s)."
     )
 
     # --- Poller --------------------------------------------------------------------------
@@ -177,7 +189,8 @@ def settings_table() -> str:
                 default = str(field.default)
         else:
             default = "" if field.default is None else str(field.default)
-        rows.append(f"| `NEWSFLOW_{name.upper()}` | `{default}` | {field.description or ''} |")
+        cell = f"`{default}`" if default else "(none)"
+        rows.append(f"| `NEWSFLOW_{name.upper()}` | {cell} | {field.description or ''} |")
     return "\n".join(rows) + "\n"
 
 
