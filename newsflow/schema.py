@@ -63,6 +63,9 @@ class RawArticle(_Model):
     status: int = 200
     content_type: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    # The page's character encoding as the poller determined it (BOM, header, <meta>, detection; a
+    # declared charset the bytes do not decode with is not believed). ``body`` stays the raw bytes.
+    charset: str | None = None
     body_b64: str
 
     @property
