@@ -1,17 +1,45 @@
-"""Elasticsearch client factory, index naming and the index template."""
+"""Elasticsearch client factory, index layout, the index template and the alias swap.
+
+Layout::
+
+    read alias  articles ──▶ articles-2024.03  articles-2024.04  ...      generation "articles"
+                             articles-v2-2024.03  articles-v2-2024.04 ... generation "articles-v2"
+                                                                          (built by `newsflow reindex`)
+
+* A *generation* is a family of monthly indices ``<generation>-YYYY.MM``. The first one is named
+  like the alias; ``newsflow reindex --to articles-v2`` builds the next one from Kafka.
+* The read alias points at every index of exactly one generation, the *current* one. The live
+  indexer asks which one before each bulk write, so after an alias swap it writes to the new one.
+* A document's month is the UTC month of its ``first_seen_at``, which never changes for a URL
+  (the poller keeps it in its compacted state). The same ``_id`` (sha256 of the canonical URL)
+  therefore always lands in the same index: a re-delivery overwrites, it never duplicates, and no
+  search is needed before a write.
+* The template (``deploy/elasticsearch/articles-template.json``) gives every generation its
+  mapping (pattern ``<alias>-*``) but no alias: the indexer creates each monthly index itself,
+  with the alias when it belongs to the current generation, without it while a reindex builds
+  the next generation, so searches never see two copies of an article.
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import logging
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from elasticsearch import Elasticsearch
+from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 
 from newsflow.settings import REPO_ROOT, Settings
 
+log = logging.getLogger(__name__)
+
 TEMPLATE_FILE = REPO_ROOT / "deploy" / "elasticsearch" / "articles-template.json"
+ILM_POLICY_FILE = REPO_ROOT / "deploy" / "elasticsearch" / "ilm-policy.json"
+_MONTHLY = re.compile(r"^(?P<generation>.+)-(?P<month>\d{4}\.\d{2})$")
+_GENERATION = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 def make_es(settings: Settings, **overrides: Any) -> Elasticsearch:
@@ -24,22 +52,146 @@ def make_es(settings: Settings, **overrides: Any) -> Elasticsearch:
     return Elasticsearch(settings.es_url, **kw)
 
 
-def index_name(alias: str, first_seen_at: datetime) -> str:
-    """Monthly index for a document. Routed by ``first_seen_at``, which never changes for a URL,
-    so re-deliveries with edited ``published_at`` always land on the same ``_id`` in the same index."""
-    return f"{alias}-{first_seen_at:%Y.%m}"
+# --- naming (pure) ---------------------------------------------------------------------------
+def month_of(first_seen_at: datetime) -> str:
+    """``YYYY.MM`` of the instant in UTC (a naive datetime is taken as UTC)."""
+    if first_seen_at.tzinfo is not None:
+        first_seen_at = first_seen_at.astimezone(UTC)
+    return f"{first_seen_at:%Y.%m}"
 
 
+def index_name(generation: str, first_seen_at: datetime) -> str:
+    """Monthly index of a document: routed by ``first_seen_at``, which never changes for a URL,
+    so re-deliveries with an edited ``published_at`` land on the same ``_id`` in the same index."""
+    return f"{generation}-{month_of(first_seen_at)}"
+
+
+def split_index(name: str) -> tuple[str, str] | None:
+    """``articles-v2-2024.03`` -> ``("articles-v2", "2024.03")``; None if not a monthly index."""
+    m = _MONTHLY.match(name)
+    return (m["generation"], m["month"]) if m else None
+
+
+def check_generation(alias: str, generation: str) -> str:
+    """A generation name must be a valid index-name prefix that the template covers."""
+    if not _GENERATION.match(generation) or generation.endswith("-"):
+        raise ValueError(f"{generation!r} is not a valid index name prefix (lowercase letters, digits, -_.)")
+    if generation != alias and not generation.startswith(f"{alias}-"):
+        raise ValueError(f"generation {generation!r} must be {alias!r} or start with {alias + '-'!r} "
+                         f"(the template covers {alias}-*)")
+    if split_index(generation):
+        raise ValueError(f"{generation!r} looks like a monthly index itself; pick a name like {alias}-v2")
+    return generation
+
+
+# --- generations and the alias -----------------------------------------------------------------
+def generations(index_names: Iterable[str]) -> set[str]:
+    return {parts[0] for n in index_names if (parts := split_index(n))}
+
+
+def current_generation(es: Elasticsearch, alias: str) -> str:
+    """The generation the read alias points at; the alias name itself before any index exists.
+
+    If the alias spans several generations (someone edited it by hand), the greatest name wins
+    and a warning is logged: ``newsflow reindex`` always leaves exactly one.
+    """
+    try:
+        body = es.indices.get_alias(name=alias).body
+    except NotFoundError:
+        return alias
+    gens = generations(body)
+    if not gens:
+        return alias
+    if len(gens) > 1:
+        log.warning("alias %s spans generations %s; writing to %s", alias, sorted(gens), max(gens))
+    return max(gens)
+
+
+def generation_indices(es: Elasticsearch, generation: str) -> list[str]:
+    """Every monthly index of one generation (``articles`` does not include ``articles-v2-*``)."""
+    body = es.indices.get(index=f"{generation}-*", allow_no_indices=True, ignore_unavailable=True,
+                          expand_wildcards="open,closed").body
+    return sorted(n for n in body if (parts := split_index(n)) and parts[0] == generation)
+
+
+def ensure_index(es: Elasticsearch, name: str, alias: str | None) -> bool:
+    """Create a monthly index (settings and mappings from the template), with the read alias if
+    given. Returns True if it was created here, False if it already existed. Idempotent and safe
+    between concurrent indexers: the loser of a creation race gets ``resource_already_exists``."""
+    try:
+        if alias:
+            es.indices.create(index=name, aliases={alias: {}})
+        else:
+            es.indices.create(index=name)
+        log.info("created index %s%s", name, f" (alias {alias})" if alias else "")
+        return True
+    except BadRequestError as exc:
+        if _error_type(exc) == "resource_already_exists_exception":
+            return False
+        raise
+
+
+def swap_alias(es: Elasticsearch, alias: str, generation: str) -> dict[str, list[str]]:
+    """Point the read alias at every index of ``generation`` and at nothing else, atomically.
+
+    Idempotent: run again it fixes stragglers (an index of the old generation that a lagging
+    indexer created with the alias while the swap happened).
+    """
+    target = generation_indices(es, generation)
+    if not target:
+        raise ValueError(f"generation {generation!r} has no index: nothing to point {alias!r} at")
+    try:
+        current = sorted(es.indices.get_alias(name=alias).body)
+    except NotFoundError:
+        current = []
+    remove = [n for n in current if n not in target]
+    add = [n for n in target if n not in current]
+    actions: list[dict[str, Any]] = [{"remove": {"index": n, "alias": alias}} for n in remove]
+    actions += [{"add": {"index": n, "alias": alias}} for n in add]
+    if actions:
+        es.indices.update_aliases(actions=actions)
+        log.info("alias %s now points at generation %s (+%d -%d indices)", alias, generation, len(add), len(remove))
+    return {"added": add, "removed": remove}
+
+
+# --- the template ------------------------------------------------------------------------------
 def load_template(settings: Settings, path: Path = TEMPLATE_FILE) -> dict[str, Any]:
+    """The index template body for ``put_index_template``, rendered for these settings."""
     raw = path.read_text(encoding="utf-8")
     raw = raw.replace("{{ALIAS}}", settings.es_index).replace("{{TEXT_ANALYZER}}", settings.es_text_analyzer)
     doc = json.loads(raw)
     doc.pop("_comment", None)
-    doc["version"] = doc.pop("template_version")
+    version = doc.pop("template_version")
+    doc["version"] = version
+    doc["_meta"] = {"newsflow_template_version": version}
+    mappings = doc["template"]["mappings"]
+    mappings["_meta"] = {"newsflow_template_version": version, "text_analyzer": settings.es_text_analyzer}
+    if settings.es_ilm_policy:
+        doc["template"]["settings"]["index.lifecycle.name"] = settings.es_ilm_policy
     return doc
 
 
+def load_ilm_policy(path: Path = ILM_POLICY_FILE) -> dict[str, Any]:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc.pop("_comment", None)
+    return doc["policy"]
+
+
 def apply_template(es: Elasticsearch, settings: Settings) -> None:
-    """Create or update the index template. Idempotent."""
-    body = load_template(settings)
-    es.indices.put_index_template(name=settings.es_index, **body)
+    """Create or update the index template (and the ILM policy when ``es_ilm_policy`` is set,
+    which needs a full Elasticsearch; the local distribution has no ILM). Idempotent.
+
+    A template change applies to indices created afterwards; ``newsflow reindex`` rebuilds the
+    existing ones."""
+    if settings.es_ilm_policy:
+        es.ilm.put_lifecycle(name=settings.es_ilm_policy, policy=load_ilm_policy())
+    es.indices.put_index_template(name=settings.es_index, **load_template(settings))
+
+
+def _error_type(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            return str(err.get("type", ""))
+    return ""

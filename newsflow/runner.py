@@ -124,7 +124,12 @@ class Stage(Protocol):
 
 class Sink(Protocol):
     def deliver(self, consumer: KafkaConsumer, batch: Batch) -> None:
-        """Make the batch durable, then commit its offsets. Raise SinkUnavailable to be retried."""
+        """Make the batch durable, then commit its offsets. Raise SinkUnavailable to be retried.
+
+        A sink that can make part of a batch durable (Elasticsearch bulk items) may also define
+        ``commit_durable(consumer, batch)``: the runner calls it after SinkUnavailable, before it
+        polls (where partitions can be revoked), to commit the offsets of what is already durable.
+        """
 
     def close(self) -> None: ...
 
@@ -158,15 +163,19 @@ def dead_letter_headers(stage: str, dead: DeadLetter) -> list[tuple[str, bytes]]
     ]
 
 
-def send_dead_letters(producer: KafkaProducer, topic: str, stage: str, dead: Sequence[DeadLetter]) -> None:
+def send_dead_letters(producer: KafkaProducer, topic: str, stage: str, dead: Sequence[DeadLetter]) -> list[Any]:
+    """Send (not flush) the dead letters; returns the send futures for callers that must know."""
+    futures = []
     for d in dead:
-        producer.send(topic, key=d.record.key, value=d.record.value or b"", headers=dead_letter_headers(stage, d))
+        futures.append(producer.send(topic, key=d.record.key, value=d.record.value or b"",
+                                     headers=dead_letter_headers(stage, d)))
         metrics.DEAD_LETTERS.labels(stage, d.reason).inc()
         log.warning(
             "dead-lettered %s/%s@%s: %s: %s",
             d.record.topic, d.record.partition, d.record.offset, d.reason, d.message[:300],
             extra={"article_id": (d.record.key or b"").decode("ascii", "replace"), "stage": stage},
         )
+    return futures
 
 
 class TransactionalKafkaSink:
@@ -382,6 +391,11 @@ class StageRunner:
                     log.warning("%s: giving up the in-flight batch on shutdown (not committed): %s",
                                 self.stage.name, exc)
                     return
+                # Rebalance safety: a revocation can only happen inside poll(), so commit what the
+                # sink already made durable of this batch before polling (optional sink hook).
+                commit_durable = getattr(self.sink, "commit_durable", None)
+                if commit_durable is not None:
+                    commit_durable(self.consumer, batch)
                 if not self.paused:
                     log.warning("%s: sink unavailable, pausing partitions: %s", self.stage.name, exc)
                     self.consumer.pause(*self.consumer.assignment())
