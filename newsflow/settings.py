@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     )
     allow_private_addresses: bool = Field(
         False,
-        description="Allow fetching loopback/private addresses. Only for tests and make demo.",
+        description="Allow fetching loopback addresses (127.0.0.0/8, ::1). Only for tests and make demo; "
+        "private, link-local, multicast and reserved addresses stay refused.",
     )
     respect_robots: bool = Field(True, description="Honour robots.txt for article pages.")
     poll_interval_s: float = Field(900.0, gt=0, description="Default interval between polls of one feed.")
@@ -110,6 +111,11 @@ class Settings(BaseSettings):
     read_timeout_s: float = Field(15.0, gt=0, description="Timeout between two reads.")
     total_timeout_s: float = Field(30.0, gt=0, description="Total time for one request, body included.")
     max_redirects: int = Field(5, ge=0, description="Redirects followed per request.")
+    poll_batch_s: float = Field(
+        60.0, gt=0, le=300,
+        description="The poller starts requests for at most this long, then delivers, persists feed state "
+        "and serves its consumer group (a rebalance waits at most this plus total_timeout_s).",
+    )
 
     # --- Processor -----------------------------------------------------------------------
     enrich: bool = Field(True, description="Run enrichment (language, entities, quotes, keywords, stories).")
