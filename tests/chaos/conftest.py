@@ -1,0 +1,105 @@
+"""The fault-injection suite runs on its OWN Kafka and Elasticsearch, never on the shared stack.
+
+``chaos_stack`` starts a dedicated broker and node with ``deploy/local/stack.sh`` under
+``.local/chaos`` on ports 9192/9193 (Kafka) and 9202/9302 (Elasticsearch), and stops them at the
+end of the session. Faults (broker restart, Elasticsearch outage) are injected into that stack
+only. Overriding ``stack`` here makes the shared ``make_settings`` factory (tests/conftest.py)
+give each chaos test its own topics, groups and alias on the dedicated stack.
+
+Environment:
+  CHAOS_STATE_DIR      state dir of the dedicated stack (default <repo>/.local/chaos)
+  CHAOS_KAFKA_PORT     9192 (controller: CHAOS_KAFKA_CONTROLLER_PORT 9193)
+  CHAOS_ES_PORT        9202 (transport: CHAOS_ES_TRANSPORT_PORT 9302)
+  CHAOS_KEEP_STACK=1   leave the dedicated stack running afterwards (faster re-runs while developing)
+  CHAOS_ARTICLES       articles per scenario (default 10000)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from newsflow.settings import REPO_ROOT, Settings
+from tests.chaos.audit import HEADER, Audit
+
+STACK_SH = REPO_ROOT / "deploy" / "local" / "stack.sh"
+RESULTS: list[Audit] = []
+
+
+class ChaosStack:
+    """The dedicated stack and the faults that can be injected into it."""
+
+    def __init__(self) -> None:
+        self.state_dir = Path(os.environ.get("CHAOS_STATE_DIR", REPO_ROOT / ".local" / "chaos"))
+        self.kafka_port = int(os.environ.get("CHAOS_KAFKA_PORT", "9192"))
+        self.es_port = int(os.environ.get("CHAOS_ES_PORT", "9202"))
+        self.env = os.environ | {
+            "NEWSFLOW_STATE_DIR": str(self.state_dir),
+            "KAFKA_PORT": str(self.kafka_port),
+            "KAFKA_CONTROLLER_PORT": os.environ.get("CHAOS_KAFKA_CONTROLLER_PORT", "9193"),
+            "ES_PORT": str(self.es_port),
+            "ES_TRANSPORT_PORT": os.environ.get("CHAOS_ES_TRANSPORT_PORT", "9302"),
+        }
+
+    def sh(self, *args: str, timeout: float = 600) -> str:
+        res = subprocess.run(["bash", str(STACK_SH), *args], env=self.env, capture_output=True, text=True,
+                             timeout=timeout)
+        if res.returncode != 0:
+            raise RuntimeError(f"stack.sh {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+        return res.stdout
+
+    def up(self, service: str = "all") -> None:
+        self.sh("up", *([] if service == "all" else [service]))
+
+    def down(self, service: str = "all") -> None:
+        self.sh("down", *([] if service == "all" else [service]))
+
+    def restart(self, service: str) -> None:
+        self.sh("restart", service)
+
+    def settings(self) -> Settings:
+        return Settings(kafka_bootstrap=f"127.0.0.1:{self.kafka_port}", es_url=f"http://127.0.0.1:{self.es_port}",
+                        state_dir=self.state_dir)
+
+
+@pytest.fixture(scope="session")
+def chaos_stack() -> Iterator[ChaosStack]:
+    cs = ChaosStack()
+    cs.up()
+    try:
+        yield cs
+    finally:
+        if os.environ.get("CHAOS_KEEP_STACK") != "1":
+            cs.down()
+
+
+@pytest.fixture(scope="session")
+def stack(chaos_stack: ChaosStack) -> Settings:
+    """Overrides tests/conftest.py ``stack``: the chaos tests' settings point at the dedicated stack."""
+    return chaos_stack.settings()
+
+
+@pytest.fixture
+def record_case():
+    def record(result: Audit) -> None:
+        RESULTS.append(result)
+        print(result.line(), flush=True)
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not RESULTS:
+        return
+    terminalreporter.section("chaos table")
+    terminalreporter.write_line(HEADER)
+    for r in RESULTS:
+        terminalreporter.write_line(r.line())
+    out = REPO_ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "chaos-table.txt").write_text(HEADER + "\n" + "".join(r.line() + "\n" for r in RESULTS),
+                                         encoding="utf-8")
