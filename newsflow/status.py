@@ -6,8 +6,8 @@ Sources, each optional (a part that cannot be read says why instead of failing t
   ``newsflow run`` (newsflow/supervisor.py); each stage's /healthz, /readyz and /metrics;
   resident memory from the OS;
 * Kafka: lag per consumer group, topic and partition; records retained in the dead-letter topic;
-* feeds: the feed list, and every per-feed gauge the poller exports as ``newsflow_feed_*{feed=...}``
-  (worst feeds = most consecutive errors, then backing off / retired);
+* feeds: the feed list, and the health gauges of the running pollers (ingest/metrics.py): feeds by
+  state, and the worst feeds (retired, then most consecutive errors);
 * Elasticsearch: documents behind the alias and each monthly index's size.
 
 Secrets are never shown: the whole report goes through the same redactor as the logs.
@@ -51,7 +51,10 @@ _STAGE_SERIES = {
     "newsflow_dead_letters_total": "dead_letters",
     "newsflow_paused": "paused",
 }
-_FEED_ORDER = ("consecutive_errors", "backing_off", "retired")
+# Feed health gauges of the poller (ingest/metrics.py); per-feed series exist only for feeds in trouble.
+FEEDS_BY_STATE = "newsflow_ingest_feeds"
+FEED_ERRORS = "newsflow_ingest_feed_consecutive_errors"
+FEED_RETIRED = "newsflow_ingest_feed_retired"
 
 
 def _err(exc: BaseException) -> str:
@@ -72,17 +75,26 @@ def stage_numbers(samples: dict[str, list[tuple[dict[str, str], float]]]) -> dic
     return {short: sum(v for _l, v in samples.get(name, [])) for name, short in _STAGE_SERIES.items()}
 
 
-def feed_gauges(samples: dict[str, list[tuple[dict[str, str], float]]]) -> dict[str, dict[str, float]]:
-    """Every ``newsflow_feed_<what>{feed=...}`` sample, as {feed: {what: value}}."""
-    feeds: dict[str, dict[str, float]] = defaultdict(dict)
-    for name, rows in samples.items():
-        if not name.startswith("newsflow_feed_"):
-            continue
-        what = name.removeprefix("newsflow_feed_")
-        for labels, value in rows:
-            if "feed" in labels:
-                feeds[labels["feed"]][what] = value
-    return dict(feeds)
+def feed_health(poller_samples: list[dict[str, list[tuple[dict[str, str], float]]]]) -> dict[str, Any] | None:
+    """Feeds by state and the worst feeds, summed over the running pollers; None if none reports."""
+    summary: dict[str, float] = defaultdict(float)
+    feeds: dict[str, dict[str, Any]] = defaultdict(lambda: {"consecutive_errors": 0, "retired": False})
+    reporting = False
+    for samples in poller_samples:
+        for labels, v in samples.get(FEEDS_BY_STATE, []):
+            reporting = True
+            summary[labels.get("state", "?")] += v
+        for labels, v in samples.get(FEED_ERRORS, []):
+            f = feeds[labels.get("feed_id", "?")]
+            f["consecutive_errors"] = int(v)
+            f["error_class"] = labels.get("error_class")
+        for labels, v in samples.get(FEED_RETIRED, []):
+            feeds[labels.get("feed_id", "?")]["retired"] = bool(v)
+    if not reporting:
+        return None
+    ranked = sorted(feeds.items(), key=lambda kv: (not kv[1]["retired"], -kv[1]["consecutive_errors"], kv[0]))
+    return {"summary": {k: int(v) for k, v in summary.items()},
+            "worst": [{"feed_id": fid} | f for fid, f in ranked[:WORST_FEEDS]]}
 
 
 def _rss_mb(pid: int) -> float | None:
@@ -199,16 +211,11 @@ def feeds_info(settings: Settings, poller_samples: list) -> dict[str, Any]:
     except (OSError, yaml.YAMLError) as exc:
         out["configured"] = None
         out["error"] = _err(exc)
-    gauges: dict[str, dict[str, float]] = {}
-    for samples in poller_samples:
-        gauges.update(feed_gauges(samples))
-    if gauges:
-        out["reporting"] = len(gauges)
-        out["summary"] = {what: sum(1 for g in gauges.values() if g.get(what)) for what in _FEED_ORDER}
-        ranked = sorted(gauges.items(), key=lambda kv: tuple(-kv[1].get(k, 0) for k in _FEED_ORDER))
-        out["worst"] = [{"feed": f} | g for f, g in ranked[:WORST_FEEDS] if any(g.get(k) for k in _FEED_ORDER)]
+    health = feed_health(poller_samples)
+    if health is None:
+        out["detail"] = "no running poller reports feed health"
     else:
-        out["detail"] = "no poller is exporting per-feed gauges (newsflow_feed_*) right now"
+        out |= health
     return out
 
 
@@ -329,22 +336,18 @@ def render(report: dict[str, Any]) -> Group:
     f = report["feeds"]
     line = f"Feeds: {f['configured'] if f.get('configured') is not None else '?'} in {f['file']}"
     if "summary" in f:
-        sm = f["summary"]
-        line += (f"; {f['reporting']} reporting, {sm['consecutive_errors']} failing, "
-                 f"{sm['backing_off']} backing off, {sm['retired']} retired")
+        line += "; pollers own " + ", ".join(f"{n} {state}" for state, n in sorted(f["summary"].items()))
     for key in ("error", "detail"):
         if f.get(key):
             line += f"\n  {f[key]}"
     parts.append(Text(line))
     if f.get("worst"):
         t = Table(title="Worst feeds", title_justify="left")
-        cols = sorted({k for w in f["worst"] for k in w if k != "feed"},
-                      key=lambda k: (_FEED_ORDER.index(k) if k in _FEED_ORDER else 99, k))
-        t.add_column("feed")
-        for col in cols:
-            t.add_column(col, justify="right")
+        for col in ("feed id", "retired", "errors in a row", "last error"):
+            t.add_column(col, justify="right" if col == "errors in a row" else "left")
         for w in f["worst"]:
-            t.add_row(w["feed"], *(f"{w[c]:g}" if c in w else "-" for c in cols))
+            t.add_row(w["feed_id"], "yes" if w["retired"] else "", str(w["consecutive_errors"]),
+                      w.get("error_class") or "")
         parts.append(t)
 
     e = report["elasticsearch"]

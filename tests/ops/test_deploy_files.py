@@ -1,0 +1,211 @@
+"""Deploy files parse, and their names, ports and NEWSFLOW_* variables match the settings model."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from newsflow.settings import REPO_ROOT, Settings
+from newsflow.supervisor import STAGE_COMMANDS, stage_metrics_port
+
+DEPLOY = REPO_ROOT / "deploy"
+SECRET_FIELDS = {n for n, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
+
+
+def setting_of(env_name: str) -> str:
+    """NEWSFLOW_TOPIC_PARTITIONS -> topic_partitions, failing on a name the model does not know."""
+    assert env_name.startswith("NEWSFLOW_"), env_name
+    field = env_name.removeprefix("NEWSFLOW_").lower()
+    assert field in Settings.model_fields, f"{env_name} is not a setting (see `newsflow config --markdown`)"
+    return field
+
+
+def validated(env: dict[str, str]) -> Settings:
+    """The settings these variables make (raises if a value does not validate)."""
+    return Settings(**{setting_of(k): v for k, v in env.items()})
+
+
+def default_port(stage: str) -> int:
+    return stage_metrics_port(Settings.model_construct(metrics_port=Settings.model_fields["metrics_port"].default),
+                              stage)
+
+
+def load_yaml_docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+# --- Prometheus ------------------------------------------------------------------------------------
+def exported_series() -> set[str]:
+    """Every sample name the stage processes can export (all stage modules imported)."""
+    for mod in ("newsflow.metrics", "newsflow.ops", "processors.processor", "processors.indexer", "ingest.poller"):
+        importlib.import_module(mod)
+    import ingest
+
+    for info in pkgutil.iter_modules(ingest.__path__):
+        importlib.import_module(f"ingest.{info.name}")
+    names = set()
+    for fam in text_string_to_metric_families(generate_latest(REGISTRY).decode()):
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"],
+                    "summary": ["_count", "_sum"]}.get(fam.type, [""])
+        names |= {fam.name + s for s in suffixes}
+    return names
+
+
+PROM_CONFIGS = sorted((DEPLOY / "prometheus").glob("prometheus*.yml"))
+
+
+@pytest.mark.parametrize("path", PROM_CONFIGS, ids=lambda p: p.name)
+def test_prometheus_scrape_configs_parse_and_target_the_stage_ports(path):
+    cfg = yaml.safe_load(path.read_text())
+    for rule_file in cfg["rule_files"]:
+        assert (path.parent / rule_file).is_file()
+    jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
+    assert "newsflow" in jobs
+    static = jobs["newsflow"].get("static_configs")
+    if static is None:  # kubernetes: ports come from pod annotations (checked with the manifests)
+        assert jobs["newsflow"]["kubernetes_sd_configs"]
+        return
+    seen = {}
+    for group in static:
+        stage = group["labels"]["stage"]
+        for target in group["targets"]:
+            seen[stage] = int(target.rsplit(":", 1)[1])
+    assert seen == {s: default_port(s) for s in STAGE_COMMANDS}
+
+
+def test_alert_rules_cover_the_issue_and_use_only_exported_series():
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    for name in ("NewsflowFeedFailing", "NewsflowFeedsStuck", "NewsflowConsumerLagGrowing",
+                 "NewsflowDeadLettersGrowing", "NewsflowElasticsearchRejections"):
+        assert name in alerts
+    exported = exported_series()
+    for name, rule in alerts.items():
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+        assert rule["annotations"]["summary"]
+        used = set(re.findall(r"\bnewsflow_[a-z_]+", rule["expr"]))
+        assert used - exported == set(), f"{name} uses series no stage exports: {used - exported}"
+
+
+# --- systemd -----------------------------------------------------------------------------------------
+def parse_unit(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """systemd unit -> {section: [(key, value), ...]} (keys may repeat, e.g. Environment)."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = line.strip("[]")
+            sections[current] = []
+            continue
+        key, sep, val = line.partition("=")
+        assert sep and current, f"{path.name}: cannot parse {line!r}"
+        sections[current].append((key.strip(), val.strip()))
+    return sections
+
+
+@pytest.mark.parametrize("stage", list(STAGE_COMMANDS))
+def test_systemd_unit_template_per_stage(stage):
+    unit = parse_unit(DEPLOY / "systemd" / f"newsflow-{stage}@.service")
+    service = unit["Service"]
+    execstart = dict(service)["ExecStart"].split()
+    assert execstart[0].endswith("/newsflow") and execstart[1:] == STAGE_COMMANDS[stage]
+    env = dict(v.split("=", 1) for k, v in service if k == "Environment")
+    for name in env:
+        setting_of(name)
+    assert env["NEWSFLOW_METRICS_PORT"] == "%i"  # the instance name is the metrics port
+    assert float(dict(service)["TimeoutStopSec"]) > Settings.model_fields["shutdown_timeout_s"].default
+    assert dict(service)["KillSignal"] == "SIGTERM"
+    assert ("WantedBy", "newsflow.target") in unit["Install"]
+
+
+def test_systemd_target_and_env_example_match_the_model():
+    target = dict(parse_unit(DEPLOY / "systemd" / "newsflow.target")["Unit"])
+    wanted = set(target["Wants"].split())
+    assert wanted == {f"newsflow-{s}@{default_port(s)}.service" for s in STAGE_COMMANDS}
+    lines = [ln for ln in (DEPLOY / "systemd" / "newsflow.env.example").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    env = dict(ln.split("=", 1) for ln in lines)
+    validated(env)
+
+
+# --- Kubernetes ----------------------------------------------------------------------------------------
+def k8s_objects() -> dict[tuple[str, str], dict]:
+    out = {}
+    kust = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    for res in kust["resources"]:
+        for doc in load_yaml_docs(DEPLOY / "k8s" / res):
+            out[(doc["kind"], doc["metadata"]["name"])] = doc
+    return out
+
+
+def test_k8s_manifests_parse_and_every_file_is_in_the_kustomization():
+    kust = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    files = {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kust["resources"]) == files
+    kinds = {k for k, _ in k8s_objects()}
+    assert {"Deployment", "ConfigMap", "Secret", "HorizontalPodAutoscaler", "Job", "Namespace"} <= kinds
+
+
+def test_k8s_settings_validate_and_secrets_live_in_the_secret():
+    objs = k8s_objects()
+    config = objs[("ConfigMap", "newsflow-settings")]["data"]
+    secret = objs[("Secret", "newsflow-secrets")]["stringData"]
+    assert {setting_of(k) for k in secret} <= SECRET_FIELDS
+    assert not ({setting_of(k) for k in config} & SECRET_FIELDS), "a secret in the ConfigMap"
+    validated(config | secret)
+
+
+@pytest.mark.parametrize("stage", list(STAGE_COMMANDS))
+def test_k8s_deployment_per_stage(stage):
+    objs = k8s_objects()
+    config = objs[("ConfigMap", "newsflow-settings")]["data"]
+    dep = objs[("Deployment", f"newsflow-{stage}")]
+    pod = dep["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == STAGE_COMMANDS[stage]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    for name in env:
+        setting_of(name)
+    port = default_port(stage)
+    assert env["NEWSFLOW_METRICS_PORT"] == str(port)
+    assert container["ports"][0]["containerPort"] == port
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    refs = {next(iter(r.values()))["name"] for r in container["envFrom"]}
+    assert refs == {"newsflow-settings", "newsflow-secrets"}
+    assert pod["spec"]["terminationGracePeriodSeconds"] > float(config["NEWSFLOW_SHUTDOWN_TIMEOUT_S"])
+    assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+
+
+def test_k8s_processor_replicas_are_bounded_by_partitions():
+    objs = k8s_objects()
+    partitions = int(objs[("ConfigMap", "newsflow-settings")]["data"]["NEWSFLOW_TOPIC_PARTITIONS"])
+    assert 1 <= objs[("Deployment", "newsflow-processor")]["spec"]["replicas"] <= partitions
+    hpa = objs[("HorizontalPodAutoscaler", "newsflow-processor")]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "newsflow-processor"
+    assert hpa["maxReplicas"] <= partitions
+
+
+# --- image --------------------------------------------------------------------------------------------------
+def test_dockerfile_env_and_entrypoint():
+    text = (DEPLOY / "docker" / "Dockerfile").read_text()
+    env_block = re.search(r"^ENV (.*?)(?=^\S)", text, flags=re.S | re.M).group(1)
+    names = re.findall(r"(NEWSFLOW_[A-Z_]+)=", env_block)
+    assert names
+    for n in names:
+        setting_of(n)
+    assert 'ENTRYPOINT ["newsflow"]' in text
+    for src in re.findall(r"^COPY (\S+)", text, flags=re.M):
+        if not src.startswith("--"):
+            assert (REPO_ROOT / src).exists(), f"COPY {src}: no such path"
