@@ -1,118 +1,380 @@
-"""The poller stage: feed list -> poll feeds -> fetch new entries' pages -> ``articles.raw``."""
+"""The poller stage: feed tables in Kafka -> due feeds -> feed polls and page fetches -> ``articles.raw``.
+
+Scale-out. Instances share one consumer group (``settings.group("poller")``) on the compacted feeds
+topic. The group's (eager) partition assignment decides which instance owns which feeds: an instance
+only polls feeds of partitions it is assigned, reads those partitions from the beginning (it never
+commits offsets: the topic is a table), and loads their state from the same partitions of the state
+topic. Membership is served (``consumer.poll``) only *between* batches, when nothing is in flight and
+every result is persisted; a rebalance therefore waits for the current batch of every member, and a
+new owner starts from the state the previous owner wrote: no feed is polled twice in one cycle.
+``poll_batch_s`` bounds a batch (plus ``total_timeout_s`` for requests in flight).
+
+Seeding. When the feeds topic was never written to, the poller seeds it from ``settings.feeds_file``.
+Feed ids are hashes of URLs, so two instances seeding at once write the same records.
+
+One batch, and its commit order (``deliver``):
+
+1. run the jobs of the due feeds concurrently (``ingest.jobs``): polls and page fetches;
+2. send the page records (``articles.raw``, dead letters) and **flush** the producer;
+3. settle each feed's state: only entries whose records were acknowledged become "seen";
+4. send the states (and moved definitions), **flush** again.
+
+A crash between 2 and 4 fetches those pages again after a restart (the same article ids: downstream
+is idempotent); the state never claims a page was sent when it was not.
+"""
 
 from __future__ import annotations
 
-import calendar
+import asyncio
 import logging
+import random
 import signal
 import threading
-from datetime import UTC, datetime
-from pathlib import Path
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
 
-import feedparser
-import httpx
-import yaml
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import KafkaError
 
-from newsflow.kafka_io import make_producer
-from newsflow.schema import FeedEntry, RawArticle, article_id
+from ingest import metrics
+from ingest.fetch import Fetcher
+from ingest.jobs import FeedJobs, JobResult
+from ingest.limits import Deadline
+from ingest.netguard import Resolver
+from ingest.state import (
+    FeedDefinition, FeedState, Policy, moved_definition, new_state, reconcile, settle, utcnow,
+)
+from ingest.store import (
+    load_feeds_file, partitions_of, put_definition, put_state, read_table, states, table_consumer,
+    topic_is_empty,
+)
+from newsflow.kafka_io import make_consumer, make_producer
 from newsflow.settings import Settings
-from ingest.urls import canonical_url
+from newsflow.topology import ensure_topics
 
 log = logging.getLogger(__name__)
 
-
-def load_feed_list(path: Path) -> list[dict]:
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    feeds = data.get("feeds", []) if isinstance(data, dict) else data
-    return [f if isinstance(f, dict) else {"url": f} for f in feeds]
+MAX_BATCH_FEEDS = 5000
+KNOWN_ARTICLES_CAP = 200_000
 
 
-def _entry_time(entry, key: str) -> datetime | None:
-    value = entry.get(f"{key}_parsed")
-    if not value:
-        return None
-    return datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
+@dataclass
+class Slot:
+    definition: FeedDefinition
+    partition: int
+    state: FeedState
+    deferred: bool = False  # pending pages were cut off by a batch deadline: continue in the next batch
 
 
-def feed_entry(entry) -> FeedEntry:
-    return FeedEntry(
-        guid=entry.get("id"),
-        title=entry.get("title"),
-        link=entry.get("link"),
-        published=_entry_time(entry, "published") or _entry_time(entry, "updated"),
-        updated=_entry_time(entry, "updated"),
-        author=entry.get("author"),
-        summary=entry.get("summary"),
-        tags=[t.get("term") for t in entry.get("tags", []) if t.get("term")],
-    )
+@dataclass
+class PollerStats:
+    batches: int = 0
+    polled: list[str] = field(default_factory=list)  # feed ids, in poll order (one per poll)
+    produced: int = 0
+    dead_lettered: int = 0
+
+
+class _Assignments(ConsumerRebalanceListener):
+    """Records the group's decisions; the poller acts on them after ``poll`` returns."""
+
+    def __init__(self) -> None:
+        self.revoked: set[TopicPartition] = set()
+        self.assigned: set[TopicPartition] = set()
+        self.joined = False
+
+    def on_partitions_revoked(self, revoked):
+        self.revoked |= set(revoked)
+        self.assigned -= set(revoked)
+
+    def on_partitions_assigned(self, assigned):
+        self.assigned |= set(assigned)
+        self.joined = True
 
 
 class Poller:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, resolver: Resolver | None = None,
+                 clock: Callable[[], datetime] = utcnow, rand: Callable[[], float] = random.random):
         self.settings = settings
-        self.http = httpx.Client(
-            headers={"User-Agent": settings.user_agent},
-            timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
-            follow_redirects=True,
-            max_redirects=settings.max_redirects,
-        )
-        self.producer = make_producer(settings)
-        self.seen: dict[str, datetime] = {}
+        self.policy = Policy.from_settings(settings)
+        self.resolver = resolver
+        self.clock = clock
+        self.rand = rand
+        self.slots: dict[str, Slot] = {}
+        self.ready: set[int] = set()  # partitions whose definitions and states are loaded
+        self.loading: dict[int, int] = {}  # partition -> end offset of the feeds topic to reach
+        self.loading_defs: dict[int, dict[str, FeedDefinition | None]] = {}
+        self.known_articles: dict[str, int] = {}
+        self.stats = PollerStats()
+        self.health = metrics.HealthGauges()
         self._stop = threading.Event()
+        self._deadline: Deadline | None = None
+        self._assignments = _Assignments()
+        self.consumer = None
+        self.reader = None
+        self.producer = None
+        self.loop: asyncio.Runner | None = None
+        self.executor: ThreadPoolExecutor | None = None
+        self.jobs: FeedJobs | None = None
 
-    def poll_feed(self, feed_url: str) -> int:
-        resp = self.http.get(feed_url)
-        resp.raise_for_status()
-        parsed = feedparser.parse(resp.content, response_headers={k: v for k, v in resp.headers.items()})
-        feed_title = parsed.feed.get("title")
-        sent = 0
-        for entry in parsed.entries[: self.settings.max_entries_per_feed]:
-            link = entry.get("link")
-            if not link:
-                continue
-            url = str(httpx.URL(feed_url).join(link))
-            canon = canonical_url(url)
-            aid = article_id(canon)
-            if aid in self.seen:
-                continue
-            page = self.http.get(url)
-            if page.status_code >= 400:
-                log.warning("page %s answered %s", url, page.status_code)
-                continue
-            now = datetime.now(UTC)
-            raw = RawArticle(
-                id=aid, url=url, canonical_url=canon, final_url=str(page.url), feed_url=feed_url,
-                feed_title=feed_title, entry=feed_entry(entry), fetched_at=now,
-                first_seen_at=self.seen.setdefault(aid, now), status=page.status_code,
-                content_type=page.headers.get("content-type"), body_b64=RawArticle.encode_body(page.content),
-            )
-            self.producer.send(self.settings.topic_raw, key=aid.encode(), value=raw.to_bytes())
-            sent += 1
-        self.producer.flush()
-        return sent
+    # --- lifecycle ---------------------------------------------------------------------------
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+        if self._deadline is not None:
+            self._deadline.expire()
 
-    def poll_all(self) -> int:
-        total = 0
-        for feed in load_feed_list(self.settings.feeds_file):
-            try:
-                total += self.poll_feed(feed["url"])
-            except (httpx.HTTPError, OSError) as exc:
-                log.warning("feed %s failed: %r", feed["url"], exc)
-        return total
-
-    def run(self, *, once: bool = False) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
-        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+    def run(self, *, once: bool = False, force: bool = False, max_batches: int | None = None) -> None:
+        """Poll until stopped (SIGTERM/SIGINT in the main thread). ``once``: poll each due feed of this
+        instance at most once, finish their pages, and return. ``force``: treat every active feed as due
+        (an operator's override; Retry-After is still honoured)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        self.start()
+        polled_this_run: set[str] = set()
         try:
             while not self._stop.is_set():
-                n = self.poll_all()
-                log.info("poll cycle produced %d articles", n)
-                if once:
+                self.sync(0)
+                if self.loading or not self._assignments.joined:
+                    self.sync(200)
+                    continue
+                batch = self.pick(self.clock(), force=force, exclude=polled_this_run if once else set())
+                if not batch:
+                    if once:
+                        break
+                    self.sync(self._idle_ms())
+                    continue
+                results = self.run_batch(batch)
+                polled_this_run |= {r.feed_id for r in results if r.polled}
+                if max_batches is not None and self.stats.batches >= max_batches:
                     break
-                self._stop.wait(self.settings.poll_interval_s)
         finally:
             self.close()
 
+    def start(self) -> None:
+        s = self.settings
+        ensure_topics(s)
+        self.producer = make_producer(s)
+        self.reader = table_consumer(s)
+        feed_parts = partitions_of(self.reader, s.topic_feeds)
+        state_parts = partitions_of(self.reader, s.topic_feed_state)
+        if len(state_parts) < len(feed_parts):
+            raise RuntimeError(f"{s.topic_feed_state} has fewer partitions ({len(state_parts)}) than "
+                               f"{s.topic_feeds} ({len(feed_parts)}): a feed's state lives in its feed's partition")
+        self.seed()
+        self.consumer = make_consumer(s, s.group("poller"), max_poll_records=5000, allow_auto_create_topics=False)
+        self.consumer.subscribe([s.topic_feeds], listener=self._assignments)
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="feedparse")
+        self.loop = asyncio.Runner()
+        self.jobs = self.loop.run(self._make_jobs())
+
+    async def _make_jobs(self) -> FeedJobs:
+        fetcher = Fetcher(self.settings, resolver=self.resolver)
+        return FeedJobs(self.settings, fetcher, parse_executor=self.executor, clock=self.clock, rand=self.rand,
+                        known_articles=self.known_articles)
+
+    def seed(self) -> int:
+        """Seed the feeds topic from ``feeds_file`` when it was never written to. Returns feeds written."""
+        path = self.settings.feeds_file
+        if not path.is_file() or not topic_is_empty(self.reader, self.settings.topic_feeds):
+            return 0
+        defs = load_feeds_file(path)
+        for d in defs:
+            put_definition(self.producer, self.settings, d)
+        self.producer.flush()
+        log.info("seeded %d feeds from %s", len(defs), path)
+        return len(defs)
+
     def close(self) -> None:
-        self.producer.close(timeout=10)
-        self.http.close()
+        if self.loop is not None:
+            if self.jobs is not None:
+                self.loop.run(self.jobs.fetcher.aclose())
+            self.loop.close()
+            self.loop = None
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+        if self.consumer is not None:
+            self.consumer.close(autocommit=False)
+        if self.reader is not None:
+            self.reader.close(autocommit=False)
+        if self.producer is not None:
+            self.producer.close(timeout=10)
+
+    # --- group membership and tables ---------------------------------------------------------
+    def sync(self, timeout_ms: int) -> None:
+        """Serve the group, apply assignment changes and definition records, finish loading partitions.
+        Called only between batches, when everything of the previous batch is persisted."""
+        polled = self.consumer.poll(timeout_ms=timeout_ms)
+        a = self._assignments
+        if a.revoked:
+            lost = {tp.partition for tp in a.revoked}
+            a.revoked.clear()
+            self.ready -= lost
+            for p in lost:
+                self.loading.pop(p, None)
+                self.loading_defs.pop(p, None)
+            self.slots = {k: v for k, v in self.slots.items() if v.partition not in lost}
+            log.info("feed partitions revoked: %s", sorted(lost))
+        if a.assigned:
+            tps = sorted(a.assigned, key=lambda tp: tp.partition)
+            a.assigned.clear()
+            ends = self.consumer.end_offsets(tps)
+            for tp in tps:
+                self.ready.discard(tp.partition)
+                self.slots = {k: v for k, v in self.slots.items() if v.partition != tp.partition}
+                self.loading[tp.partition] = ends[tp]
+                self.loading_defs[tp.partition] = {}
+            log.info("feed partitions assigned: %s", [tp.partition for tp in tps])
+        for tp, records in polled.items():
+            for r in records:
+                if r.key is not None:
+                    self._definition_record(tp.partition, r.key.decode(), r.value)
+        for p, end in list(self.loading.items()):
+            if self.consumer.position(TopicPartition(self.settings.topic_feeds, p)) >= end:
+                self._load_partition(p)
+
+    def _definition_record(self, partition: int, fid: str, value: bytes | None) -> None:
+        definition = FeedDefinition.from_bytes(value) if value is not None else None
+        if partition in self.loading_defs:
+            self.loading_defs[partition][fid] = definition
+            return
+        if partition not in self.ready:
+            return
+        if definition is None:
+            self.slots.pop(fid, None)
+            return
+        slot = self.slots.get(fid)
+        if slot is None:
+            self.slots[fid] = Slot(definition, partition, new_state(definition))
+        else:
+            slot.definition = definition
+            slot.state = reconcile(slot.state, definition)
+
+    def _load_partition(self, partition: int) -> None:
+        defs = {k: d for k, d in self.loading_defs.pop(partition).items() if d is not None}
+        stored = states(read_table(self.reader, self.settings.topic_feed_state, [partition]))
+        for fid, definition in defs.items():
+            state = reconcile(stored.get(fid), definition)
+            self.slots[fid] = Slot(definition, partition, state)
+            for e in state.seen.values():
+                if e.a:
+                    self.known_articles.setdefault(e.a, e.f)
+        del self.loading[partition]
+        self.ready.add(partition)
+        self._trim_known()
+        log.info("feed partition %d loaded: %d feeds, %d with state", partition, len(defs),
+                 sum(1 for f in defs if f in stored))
+        self.health.update(s.state for s in self.slots.values())
+
+    def _idle_ms(self) -> int:
+        now = self.clock()
+        nexts = [s.state.next_check_at for s in self.slots.values()
+                 if s.state.next_check_at is not None and s.state.retired_at is None]
+        if not nexts:
+            return 1000
+        return int(max(0, min(1.0, (min(nexts) - now).total_seconds())) * 1000)
+
+    # --- batches ---------------------------------------------------------------------------------
+    def pick(self, now: datetime, *, force: bool = False, exclude: set[str] = frozenset()) -> list[tuple[Slot, bool]]:
+        """The next batch: (slot, poll the feed?) for due feeds (most overdue first) and feeds whose pending
+        pages were cut off by the previous batch's deadline."""
+        out: list[tuple[datetime, Slot, bool]] = []
+        for fid, slot in self.slots.items():
+            st = slot.state
+            due = st.retired_at is None and fid not in exclude and (
+                st.is_due(now) or (force and st.next_check_reason != "retry-after"))
+            if due or slot.deferred:
+                out.append((st.next_check_at or datetime.min.replace(tzinfo=now.tzinfo), slot, due))
+        out.sort(key=lambda t: t[0])
+        return [(slot, due) for _, slot, due in out[:MAX_BATCH_FEEDS]]
+
+    def run_batch(self, batch: list[tuple[Slot, bool]]) -> list[JobResult]:
+        started = time.monotonic()
+        self._deadline = Deadline.after(self.settings.poll_batch_s)
+        if self._stop.is_set():
+            self._deadline.expire()
+        try:
+            results = self.loop.run(self._gather(batch, self._deadline))
+        finally:
+            self._deadline = None
+        self.deliver(batch, results)
+        self.stats.batches += 1
+        metrics.CYCLE_SECONDS.observe(time.monotonic() - started)
+        log.info("poll batch: %d feeds, %d polled, %d pages", len(batch), sum(r.polled for r in results),
+                 sum(len(r.pages) for r in results))
+        return results
+
+    async def _gather(self, batch: list[tuple[Slot, bool]], deadline: Deadline) -> list[JobResult]:
+        jobs = [self.jobs.run(slot.definition, slot.state, poll=poll, deadline=deadline) for slot, poll in batch]
+        out = await asyncio.gather(*jobs, return_exceptions=True)
+        results = []
+        for (slot, _poll), r in zip(batch, out, strict=True):
+            if isinstance(r, BaseException):
+                if not isinstance(r, Exception):
+                    raise r
+                # A bug, not a feed problem: record it on the feed (never silently drop it) and back off.
+                log.error("feed job %s failed: %r", slot.state.url, r, exc_info=r)
+                from ingest.state import on_error
+
+                state = on_error(slot.state, error_class="internal", message=f"{type(r).__name__}: {r}",
+                                 status=None, headers=None, now=self.clock(), policy=self.policy, rand=self.rand())
+                r = JobResult(slot.definition.id, state, polled=True, outcome="internal")
+            results.append(r)
+        return results
+
+    def deliver(self, batch: list[tuple[Slot, bool]], results: list[JobResult]) -> None:
+        """Commit order: page records -> flush -> settle states -> states and moved definitions -> flush."""
+        s = self.settings
+        sent: list[tuple[str, str, object]] = []
+        for r in results:
+            for outcome, record in r.pages:
+                if record is not None:
+                    fut = self.producer.send(record.topic, key=record.key, value=record.value,
+                                             headers=record.headers)
+                    sent.append((r.feed_id, outcome.ref.key, fut))
+        self.producer.flush()
+        delivered: dict[str, set[str]] = {}
+        for fid, key, fut in sent:
+            if fut.succeeded():
+                delivered.setdefault(fid, set()).add(key)
+            else:
+                log.warning("record of entry %s (feed %s) not delivered: %r", key, fid, fut.exception)
+        now = self.clock()
+        writes = []
+        for (slot, _poll), r in zip(batch, results, strict=True):
+            if not r.polled and not r.pages:
+                continue
+            ok = delivered.get(r.feed_id, set())
+            state = settle(r.state, [o for o, _ in r.pages], delivered_ok=ok, now=now, policy=self.policy)
+            slot.state = state
+            slot.deferred = r.deferred > 0
+            if r.polled:
+                metrics.POLLS.labels(r.outcome or "unknown").inc()
+                self.stats.polled.append(r.feed_id)
+            for o, rec in r.pages:
+                if o.ref.key in ok and o.article_id:
+                    self.known_articles.setdefault(o.article_id[:16], int((o.first_seen or now).timestamp()))
+                    if rec is not None and rec.topic == s.topic_raw:
+                        self.stats.produced += 1
+                    elif rec is not None:
+                        self.stats.dead_lettered += 1
+            if r.moved_to:
+                slot.definition = moved_definition(slot.definition, r.moved_to, now)
+                writes.append(put_definition(self.producer, s, slot.definition, partition=slot.partition))
+                metrics.FEEDS_MOVED.inc()
+                log.warning("feed %s moved permanently to %s", slot.definition.moved_from, r.moved_to,
+                            extra={"feed_id": slot.definition.id})
+            writes.append(put_state(self.producer, s, state, slot.partition))
+        self.producer.flush()
+        failed = [f.exception for f in writes if not f.succeeded()]
+        if failed:
+            raise KafkaError(f"{len(failed)} feed state records not persisted: {failed[0]!r}")
+        self._trim_known()
+        self.health.update(sl.state for sl in self.slots.values())
+
+    def _trim_known(self) -> None:
+        if len(self.known_articles) > KNOWN_ARTICLES_CAP:
+            for k in list(self.known_articles)[: len(self.known_articles) - KNOWN_ARTICLES_CAP // 2]:
+                del self.known_articles[k]

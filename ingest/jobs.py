@@ -1,0 +1,269 @@
+"""One feed's work in a batch: poll the feed, then fetch the pages of its pending entries.
+
+A job does I/O and returns what happened; it produces nothing and persists nothing. The poller
+(``ingest.poller``) sends the job's records, flushes, and only then settles and persists the state.
+
+Pages: robots.txt (when ``respect_robots``), the same fetcher and per-host limiter as feeds, HTML only,
+charset determined (``RawArticle.charset``), final URL and useful headers kept. A page whose record
+would exceed ``max_message_bytes`` (or whose body exceeds ``max_page_bytes``) goes to the dead-letter
+topic with reason ``page_too_large``; a page that keeps failing temporarily goes there after
+``max_attempts`` polls with reason ``page_fetch_failed``. Neither stops anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ingest import metrics
+from ingest.decode import detect_charset
+from ingest.limits import Deadline
+from ingest.fetch import Deferred, FetchError, Fetcher, Response
+from ingest.parse import EntryRef, NotAFeed, check_page_type, page_article_id, parse_feed
+from ingest.robots import RobotsCache, Verdict
+from ingest.schedule import error_kind
+from ingest.state import (
+    FeedDefinition, FeedState, PageOutcome, Policy, conditional_headers, first_seen_for, on_error, on_feed,
+    on_not_modified, on_redirects,
+)
+from ingest.urls import canonical_url
+from newsflow.runner import H_ATTEMPTS, H_ERROR, H_ERROR_CLASS, H_STAGE, H_TOPIC
+from newsflow.schema import FeedEntry, RawArticle
+from newsflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FEED_ACCEPT = ("application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, application/feed+json;q=0.9, "
+               "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.5")
+PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
+KEPT_HEADERS = ("content-type", "content-language", "last-modified", "etag", "date", "expires", "cache-control",
+                "link", "x-robots-tag", "content-location")
+STATUS_CLASSES = {404: "not_found", 410: "gone", 429: "rate_limited", 503: "unavailable"}
+
+
+def status_error_class(status: int) -> str:
+    if status in STATUS_CLASSES:
+        return STATUS_CLASSES[status]
+    if status >= 500:
+        return "server_error"
+    if status >= 400:
+        return "client_error"
+    return "protocol"
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class JobResult:
+    feed_id: str
+    state: FeedState  # after the feed poll; ``settle`` adds the page outcomes once records are delivered
+    polled: bool = False
+    outcome: str = ""  # new, not_modified, unchanged or the error class
+    moved_to: str | None = None
+    pages: list[tuple[PageOutcome, Record | None]] = field(default_factory=list)
+    deferred: int = 0  # pending pages left for the next batch (deadline reached)
+
+
+class FeedJobs:
+    """Runs feed jobs. Shares the fetcher (and so the per-host limiter) and robots cache across feeds."""
+
+    def __init__(self, settings: Settings, fetcher: Fetcher, *, parse_executor: Executor | None,
+                 clock: Callable[[], datetime], rand: Callable[[], float],
+                 known_articles: dict[str, int] | None = None):
+        self.settings = settings
+        self.fetcher = fetcher
+        self.policy = Policy.from_settings(settings)
+        self.executor = parse_executor
+        self.clock = clock
+        self.rand = rand
+        self.known_articles = known_articles if known_articles is not None else {}
+        self.robots = RobotsCache(self._fetch_robots, settings.user_agent,
+                                  on_crawl_delay=fetcher.limiter.set_crawl_delay)
+
+    # --- the job -------------------------------------------------------------------------------
+    async def run(self, definition: FeedDefinition, state: FeedState, *, poll: bool, deadline: Deadline) -> JobResult:
+        """Poll the feed (when ``poll``), then fetch the pages of its pending entries. Nothing starts after
+        ``deadline``: a feed not polled stays due, pages not fetched stay pending."""
+        result = JobResult(definition.id, state)
+        if poll:
+            await self.poll_feed(definition, result, deadline)
+        pending = list(result.state.pending)
+        if not pending:
+            return result
+        outcomes = await asyncio.gather(*(self.page(p, result.state, definition, deadline) for p in pending))
+        result.pages = [o for o in outcomes if o is not None]
+        result.deferred = len(pending) - len(result.pages)
+        return result
+
+    async def poll_feed(self, definition: FeedDefinition, result: JobResult, deadline: Deadline) -> None:
+        state = result.state
+        headers = conditional_headers(state) | {"Accept": FEED_ACCEPT}
+        started = time.monotonic()
+        try:
+            resp = await self.fetcher.get(state.url, max_bytes=self.settings.max_feed_bytes, headers=headers,
+                                          what="feed", deadline=deadline)
+        except Deferred:
+            return
+        except FetchError as exc:
+            now = self.clock()
+            result.polled = True
+            result.state = on_error(state, error_class=exc.error_class, message=exc.message, status=None,
+                                    headers=None, now=now, policy=self.policy, rand=self.rand())
+            result.outcome = exc.error_class
+            return
+        finally:
+            metrics.FETCH_SECONDS.labels("feed").observe(time.monotonic() - started)
+        now = self.clock()
+        result.polled = True
+        state, result.moved_to = on_redirects(state, permanent=resp.redirected_permanently,
+                                              final_url=resp.final_url, redirected=bool(resp.hops))
+        if resp.status == 304:
+            result.state = on_not_modified(state, headers=resp.headers, now=now, policy=self.policy,
+                                           rand=self.rand())
+            result.outcome = "not_modified"
+        elif resp.is_ok:
+            await self._feed_body(state, resp, now, result)
+        else:
+            error_class = status_error_class(resp.status)
+            result.state = on_error(state, error_class=error_class, message=f"HTTP {resp.status} from {resp.final_url}",
+                                    status=resp.status, headers=resp.headers, now=now, policy=self.policy,
+                                    rand=self.rand())
+            result.outcome = error_class
+        if result.state.health == "retired" and state.health != "retired":
+            log.warning("feed %s retired: %s", state.url, result.state.retired_reason,
+                        extra={"feed_id": definition.id})
+
+    async def _feed_body(self, state: FeedState, resp: Response, now: datetime, result: JobResult) -> None:
+        body_hash = hashlib.sha256(resp.body).hexdigest()[:32]
+        if body_hash == state.body_hash:
+            result.state = on_not_modified(state, headers=resp.headers, now=now, policy=self.policy,
+                                           rand=self.rand(), status=resp.status)
+            result.outcome = "unchanged"
+            return
+        try:
+            parsed = await asyncio.get_running_loop().run_in_executor(
+                self.executor,
+                lambda: parse_feed(resp.body, url=resp.final_url, content_type=resp.headers.get("content-type"),
+                                   max_entries=self.settings.max_entries_per_feed),
+            )
+        except NotAFeed as exc:
+            result.state = on_error(state, error_class=exc.error_class, message=exc.message, status=resp.status,
+                                    headers=resp.headers, now=now, policy=self.policy, rand=self.rand())
+            result.outcome = exc.error_class
+            return
+        result.state, fresh = on_feed(state, parsed, body_hash=body_hash, headers=resp.headers, status=resp.status,
+                                      now=now, policy=self.policy, rand=self.rand())
+        result.outcome = "new" if fresh else "unchanged"
+        metrics.NEW_ENTRIES.inc(len(fresh))
+        if result.state.validators_ignored and not state.validators_ignored:
+            log.warning("feed %s: validators ignored from now on: %s", state.url, result.state.validators_note)
+
+    # --- pages ---------------------------------------------------------------------------------
+    async def page(self, ref: EntryRef, state: FeedState, definition: FeedDefinition,
+                   deadline: Deadline | None = None) -> tuple[PageOutcome, Record | None] | None:
+        """Fetch one entry's page: (outcome, record to produce or None); None when deferred by ``deadline``."""
+        if deadline is not None and deadline.passed():
+            return None
+        url = ref.page_url
+        assert url is not None
+        aid = page_article_id(ref)
+        now = self.clock()
+        first_seen = first_seen_for(state, ref, aid, now, self.known_articles)
+        last_try = ref.attempts + 1 >= self.policy.max_attempts
+
+        def outcome(result, reason, record=None):
+            if result == "retry" and last_try:
+                result, record = "dead", self._dead(ref, aid, state, first_seen, now, "page_fetch_failed",
+                                                    f"{url}: {reason} (after {ref.attempts + 1} attempts)")
+            metrics.PAGES.labels(result, reason.split(":")[0]).inc()
+            return PageOutcome(ref, result, reason, aid, first_seen), record
+
+        if self.settings.respect_robots:
+            verdict = await self.robots.verdict(url)
+            if verdict is Verdict.DISALLOWED:
+                return outcome("skipped", "robots_disallowed")
+            if verdict is Verdict.UNREACHABLE:
+                return outcome("retry", "robots_unreachable")
+        started = time.monotonic()
+        try:
+            resp = await self.fetcher.get(url, max_bytes=self.settings.max_page_bytes,
+                                          headers={"Accept": PAGE_ACCEPT}, what="page", deadline=deadline)
+        except Deferred:
+            return None
+        except FetchError as exc:
+            if exc.error_class == "too_large":
+                return outcome("dead", "page_too_large",
+                               self._dead(ref, aid, state, first_seen, now, "page_too_large", f"{url}: {exc.message}"))
+            if error_kind(exc.error_class) == "temporary":
+                return outcome("retry", exc.error_class)
+            return outcome("skipped", exc.error_class)
+        finally:
+            metrics.FETCH_SECONDS.labels("page").observe(time.monotonic() - started)
+        if not resp.is_ok:
+            if resp.status in (429,) or resp.status >= 500:
+                return outcome("retry", f"http_{resp.status}")
+            return outcome("skipped", f"http_{resp.status}")
+        try:
+            check_page_type(resp.media_type, resp.body.lstrip()[:2048])
+        except NotAFeed as exc:
+            log.info("page %s skipped: %s", url, exc.message)
+            return outcome("skipped", "bad_content_type")
+        charset, _source = detect_charset(resp.body, resp.headers.get("content-type"))
+        raw = RawArticle(
+            id=aid, url=url, canonical_url=canonical_url(url), final_url=resp.final_url, feed_url=state.url,
+            feed_title=state.title or definition.title, entry=FeedEntry(**ref.model_dump(include=set(FeedEntry.model_fields))),
+            fetched_at=now, first_seen_at=first_seen, status=resp.status,
+            content_type=resp.headers.get("content-type"),
+            headers={k: resp.headers[k] for k in KEPT_HEADERS if k in resp.headers},
+            charset=charset, body_b64=RawArticle.encode_body(resp.body),
+        )
+        value = raw.to_bytes()
+        if len(value) > self.settings.max_message_bytes:
+            message = (f"{url}: record of {len(value)} bytes exceeds max_message_bytes "
+                       f"({self.settings.max_message_bytes})")
+            return outcome("dead", "page_too_large", self._dead(ref, aid, state, first_seen, now, "page_too_large",
+                                                                message, raw=raw))
+        return outcome("delivered", "ok", Record(self.settings.topic_raw, aid.encode(), value))
+
+    def _dead(self, ref: EntryRef, aid: str, state: FeedState, first_seen: datetime, now: datetime, reason: str,
+              message: str, raw: RawArticle | None = None) -> Record:
+        """A dead-letter record: the RawArticle without its body, headers as ``newsflow.runner`` writes them."""
+        url = ref.page_url or ""
+        meta = (raw or RawArticle(
+            id=aid, url=url, canonical_url=canonical_url(url), final_url=url, feed_url=state.url,
+            feed_title=state.title, entry=FeedEntry(**ref.model_dump(include=set(FeedEntry.model_fields))),
+            fetched_at=now, first_seen_at=first_seen, status=0, body_b64="",
+        )).model_copy(update={"body_b64": ""})
+        log.warning("page dead-lettered: %s: %s", reason, message, extra={"article_id": aid})
+        return Record(self.settings.topic_dlq, aid.encode(), meta.to_bytes(), [
+            (H_STAGE, b"poller"),
+            (H_ERROR_CLASS, reason.encode()),
+            (H_ERROR, message.encode("utf-8", "replace")[:2000]),
+            (H_TOPIC, self.settings.topic_raw.encode()),
+            (H_ATTEMPTS, str(ref.attempts + 1).encode()),
+        ])
+
+    async def _fetch_robots(self, url: str) -> tuple[int, bytes]:
+        from ingest.robots import ROBOTS_MAX_BYTES
+
+        try:
+            resp = await self.fetcher.get(url, max_bytes=ROBOTS_MAX_BYTES, headers={"Accept": "text/plain"},
+                                          what="robots.txt")
+        except FetchError as exc:
+            if exc.error_class == "too_large":
+                return 200, b""  # RFC 9309: rules past the size limit may be ignored; read as allow
+            log.info("robots.txt %s unreachable: %s", url, exc)
+            return 0, b""
+        return resp.status, resp.body

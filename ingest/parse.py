@@ -1,0 +1,192 @@
+"""Feed parsing: feedparser plus the rules around it (identity, version, caps, content-type sanity).
+
+* **Entry identity** (the key of the seen set): the GUID/Atom id, else the normalised link, else a hash
+  of the entry's content. Hashed to 16 hex digits.
+* **Entry version**: the entry's ``updated`` date when it has one, else a hash of title and link. A seen
+  entry whose version changes is fetched again (same article id, same ``first_seen_at``). Summaries are
+  left out on purpose: feeds that rewrite them on every request would refetch every page every poll.
+* **Entries cap**: at most ``max_entries`` entries, the first ones in document order (feeds list the
+  newest first). A document with more is cut *before* parsing (``truncate_entries``), so a
+  100,000-entry feed costs what a ``max_entries`` one does.
+* **Content-type sanity**: images, audio, video, PDFs, archives and HTML pages are not feeds.
+* **bozo**: the entries feedparser could read are kept and the error is reported with them.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import feedparser
+
+from ingest.urls import canonical_url, resolve
+from newsflow.schema import FeedEntry, article_id
+
+MAX_SUMMARY_CHARS = 20_000
+_ENTRY_END = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?(?:item|entry)\s*>", re.I)
+_NOT_FEED_PREFIXES = ("image/", "audio/", "video/", "font/", "model/", "multipart/")
+_NOT_FEED_TYPES = {
+    "application/pdf", "application/zip", "application/gzip", "application/x-gzip", "application/x-tar",
+    "application/msword", "application/javascript", "text/javascript", "text/css", "application/wasm",
+}
+_HTML_START = re.compile(rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>]|head[\s>]|body[\s>])", re.I | re.S)
+_FEED_ROOT = re.compile(rb"<(?:[\w.-]+:)?(?:rss|feed|rdf)[\s>]", re.I)
+PAGE_TYPES = ("text/html", "application/xhtml+xml")
+
+
+class NotAFeed(Exception):
+    def __init__(self, error_class: str, message: str):
+        super().__init__(f"{error_class}: {message}")
+        self.error_class = error_class
+        self.message = message
+
+
+class EntryRef(FeedEntry):
+    """A feed entry as the poller tracks it: what the feed said plus identity, version and page link."""
+
+    key: str
+    version: str
+    page_url: str | None = None
+    attempts: int = 0
+
+
+@dataclass
+class ParsedFeed:
+    title: str | None
+    entries: list[EntryRef]
+    total_entries: int
+    ttl: str | None = None
+    sy_period: str | None = None
+    sy_frequency: str | None = None
+    bozo: str | None = None
+    version: str = ""
+    dates: list[datetime] = field(default_factory=list)
+
+
+def _h(text: str, n: int = 16) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:n]
+
+
+def _time(entry, key: str) -> datetime | None:
+    value = entry.get(f"{key}_parsed")
+    if not value:
+        return None
+    try:
+        return datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
+    except (OverflowError, ValueError, TypeError):
+        return None
+
+
+def _image(entry) -> str | None:
+    for key in ("media_thumbnail", "media_content"):
+        for item in entry.get(key) or []:
+            url = item.get("url")
+            if url and (key == "media_thumbnail" or item.get("medium") == "image"
+                        or str(item.get("type", "")).startswith("image/")):
+                return url
+    for link in entry.get("links") or []:
+        if link.get("rel") == "enclosure" and str(link.get("type", "")).startswith("image/") and link.get("href"):
+            return link["href"]
+    return None
+
+
+def entry_ref(entry, base_url: str) -> EntryRef:
+    """Identity, version and metadata of one feedparser entry (``base_url`` resolves relative links)."""
+    link = resolve(base_url, entry.get("link"))
+    title = entry.get("title")
+    guid = str(entry.get("id") or "").strip()
+    if guid:
+        identity = "guid:" + guid
+    elif link:
+        identity = "link:" + canonical_url(link)
+    else:
+        content = " ".join(c.get("value", "") for c in entry.get("content") or [])
+        identity = "hash:" + _h(f"{title}\x00{entry.get('summary')}\x00{content}", 64)
+    updated = _time(entry, "updated")
+    version = _h(f"u:{updated.isoformat()}" if updated else f"t:{title}\x00{link}", 8)
+    summary = entry.get("summary")
+    return EntryRef(
+        key=_h(identity),
+        version=version,
+        page_url=link,
+        guid=guid or None,
+        title=title,
+        link=link or entry.get("link"),
+        published=_time(entry, "published") or updated,
+        updated=updated,
+        author=entry.get("author"),
+        summary=summary[:MAX_SUMMARY_CHARS] if isinstance(summary, str) else None,
+        tags=[t.get("term") for t in entry.get("tags") or [] if t.get("term")],
+        image=_image(entry),
+    )
+
+
+def page_article_id(ref: EntryRef) -> str | None:
+    return article_id(canonical_url(ref.page_url)) if ref.page_url else None
+
+
+def check_feed_type(media_type: str, head: bytes) -> None:
+    """Raise NotAFeed for documents that are certainly not feeds (by media type or by their first bytes)."""
+    if media_type.startswith(_NOT_FEED_PREFIXES) or media_type in _NOT_FEED_TYPES:
+        raise NotAFeed("bad_content_type", f"{media_type} is not a feed")
+    start = head[:2048]
+    if _HTML_START.match(start) and not _FEED_ROOT.search(start):
+        raise NotAFeed("bad_content_type", f"an HTML page ({media_type or 'no content type'}), not a feed; "
+                       "try `newsflow feeds discover`")
+
+
+def check_page_type(media_type: str, head: bytes) -> None:
+    """Raise NotAFeed (class bad_content_type) unless the page is HTML (declared, or sniffed when undeclared)."""
+    if media_type in PAGE_TYPES:
+        return
+    if media_type in ("", "application/octet-stream", "text/plain") and _HTML_START.match(head[:2048]):
+        return
+    raise NotAFeed("bad_content_type", f"{media_type or 'no content type'} is not an HTML page")
+
+
+def truncate_entries(body: bytes, max_entries: int) -> tuple[bytes, int]:
+    """Cut an XML feed after its ``max_entries``-th entry, keeping what follows the last entry (the closing
+    tags), so the result stays well-formed. Returns (document, number of entries in the original)."""
+    count = 0
+    cut = last = -1
+    for m in _ENTRY_END.finditer(body):
+        count += 1
+        if count == max_entries:
+            cut = m.end()
+        last = m.end()
+    if count <= max_entries or cut < 0:
+        return body, count
+    return body[:cut] + body[last:], count
+
+
+def parse_feed(body: bytes, *, url: str, content_type: str | None, max_entries: int) -> ParsedFeed:
+    """Parse a feed document fetched from ``url`` (the final URL). Raises NotAFeed when it is not one."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    check_feed_type(media_type, body.lstrip()[:2048])
+    document, counted = truncate_entries(body, max_entries)
+    headers = {"content-location": url}
+    if content_type:
+        headers["content-type"] = content_type
+    parsed = feedparser.parse(document, response_headers=headers)
+    bozo = None
+    if parsed.get("bozo"):
+        exc = parsed.get("bozo_exception")
+        bozo = f"{type(exc).__name__}: {exc}" if exc is not None else "malformed feed"
+    if not parsed.get("version") and not parsed.entries:
+        raise NotAFeed("parse", bozo or "not an RSS, Atom, RDF or JSON feed")
+    entries = [entry_ref(e, url) for e in parsed.entries[:max_entries]]
+    feed = parsed.feed
+    return ParsedFeed(
+        title=feed.get("title"),
+        entries=entries,
+        total_entries=max(counted, len(parsed.entries)),
+        ttl=feed.get("ttl"),
+        sy_period=feed.get("sy_updateperiod"),
+        sy_frequency=feed.get("sy_updatefrequency"),
+        bozo=bozo,
+        version=parsed.get("version", ""),
+        dates=[d for d in (e.published for e in entries) if d is not None],
+    )
