@@ -61,8 +61,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_poll(args, settings: Settings) -> int:
     from ingest.poller import Poller
+    from newsflow.ops import stage_ops
 
-    Poller(settings).run(once=args.once, force=args.force)
+    # /metrics /healthz /readyz, lag of the poller group on the feeds topic, `newsflow status` entry.
+    with stage_ops(settings, "poller", group=settings.group("poller"), topics=[settings.topic_feeds]):
+        Poller(settings).run(once=args.once, force=args.force)
     return 0
 
 
