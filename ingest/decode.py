@@ -157,7 +157,7 @@ def detect_charset(body: bytes, content_type: str | None) -> tuple[str, str]:
         if codec is None:
             continue
         if codec == "ascii":
-            codec = "utf-8" if utf8_ok else "windows-1252"  # browsers read "ascii" as windows-1252
+            codec = "utf-8" if utf8_ok else "cp1252"  # browsers read "ascii" as windows-1252
         if utf8_ok and codec != "utf-8" and _single_byte(codec):
             return "utf-8", f"{source}-override"
         if _decodes(body, codec):
@@ -166,7 +166,7 @@ def detect_charset(body: bytes, content_type: str | None) -> tuple[str, str]:
         return "utf-8", "detected"
     best = charset_normalizer.from_bytes(body[: 256 * 1024]).best()
     codec = _codec(best.encoding) if best is not None else None
-    return (codec, "detected") if codec else ("windows-1252", "fallback")
+    return (codec, "detected") if codec else ("cp1252", "fallback")
 
 
 def _meta_charset(body: bytes) -> str | None:

@@ -54,7 +54,7 @@ def address_problem(address: str, *, allow_loopback: bool) -> str | None:
             return f"{inner} (embedded in {ip})" if inner else None
     if ip.is_loopback:
         return None if allow_loopback else "loopback"
-    for name in ("unspecified", "multicast", "link_local", "private", "reserved"):
+    for name in ("unspecified", "multicast", "link_local", "reserved", "private"):
         if getattr(ip, f"is_{name}"):
             return name.replace("_", "-")
     if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
