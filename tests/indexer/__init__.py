@@ -1,0 +1,1 @@
+"""Indexer, index design, search, reindex and Kibana tests."""
