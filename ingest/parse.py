@@ -99,9 +99,12 @@ def _image(entry) -> str | None:
 
 def entry_ref(entry, base_url: str) -> EntryRef:
     """Identity, version and metadata of one feedparser entry (``base_url`` resolves relative links)."""
-    link = resolve(base_url, entry.get("link"))
     title = entry.get("title")
     guid = str(entry.get("id") or "").strip()
+    raw_link = entry.get("link")
+    if raw_link and raw_link == guid and not guid.lower().startswith(("http://", "https://")):
+        raw_link = None  # feedparser copies a "permalink" GUID into link; only an absolute one is a page
+    link = resolve(base_url, raw_link)
     if guid:
         identity = "guid:" + guid
     elif link:
@@ -118,7 +121,7 @@ def entry_ref(entry, base_url: str) -> EntryRef:
         page_url=link,
         guid=guid or None,
         title=title,
-        link=link or entry.get("link"),
+        link=link or raw_link,
         published=_time(entry, "published") or updated,
         updated=updated,
         author=entry.get("author"),
