@@ -176,8 +176,8 @@ def search(
         "total": resp["hits"]["total"]["value"],
         "took_ms": resp.get("took", 0),
         "hits": [_hit(h) for h in resp["hits"]["hits"]],
-        "facets": {name: [{"value": b["key"], "count": b["doc_count"]} for b in agg["buckets"]]
-                   for name, agg in resp.get("aggregations", {}).items()},
+        "facets": {name: [{"value": b["key"], "count": b["doc_count"]} for b in aggs[name]["buckets"]]
+                   for name in FACETS if name in (aggs := resp.get("aggregations", {}))},
     }
 
 
@@ -220,8 +220,10 @@ def marked(snippet: str | None, style: str = "bold yellow") -> Text:
 
 
 def _facet_table(name: str, buckets: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"top {name}", title_justify="left", show_header=False, box=None, pad_edge=False)
-    table.add_column(overflow="ellipsis", max_width=28)
+    title = f"top {name}"
+    table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False,
+                  min_width=len(title))
+    table.add_column(overflow="ellipsis", no_wrap=True, max_width=28)
     table.add_column(justify="right", style="cyan")
     for b in buckets:
         table.add_row(str(b["value"]), str(b["count"]))

@@ -120,8 +120,9 @@ def cmd_reindex(args, settings: Settings) -> int:
     console.print(f"[bold green]alias {report.alias!r} now points at {report.target!r}[/bold green] "
                   f"({len(report.target_indices)} indices, {report.seconds}s): {report.indexed} indexed, "
                   f"{report.duplicates} duplicates, {report.dead_letters} dead-lettered, "
-                  f"{report.caught_up} records caught up after the swap")
+                  f"{report.caught_up} records caught up after the swap", soft_wrap=True)
     if report.old_indices:
         console.print(f"old generation {report.previous!r} kept, out of the alias: {', '.join(report.old_indices)}\n"
-                      f"delete it when satisfied: curl -X DELETE '{settings.es_url}/{','.join(report.old_indices)}'")
+                      f"delete it when satisfied: curl -X DELETE '{settings.es_url}/{','.join(report.old_indices)}'",
+                      soft_wrap=True)
     return 0

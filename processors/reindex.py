@@ -75,7 +75,8 @@ def reindex_group(settings: Settings, target: str) -> str:
 def _committed(settings: Settings, group: str) -> dict:
     admin = make_admin(settings)
     try:
-        return {tp: o for tp, o in admin.list_consumer_group_offsets(group).items() if o.offset >= 0}
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
+        return {tp: o for tp, o in offsets.items() if o.offset >= 0}
     finally:
         admin.close()
 
@@ -83,7 +84,9 @@ def _committed(settings: Settings, group: str) -> dict:
 def _delete_group(settings: Settings, group: str) -> None:
     admin = make_admin(settings)
     try:
-        admin.delete_consumer_groups([group])
+        result = admin.delete_groups([group])
+        if dict(result).get(group, "OK") not in ("OK", "GroupIdNotFoundError"):
+            log.warning("could not delete consumer group %s: %s", group, dict(result)[group])
     finally:
         admin.close()
 
