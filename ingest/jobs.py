@@ -93,13 +93,14 @@ class FeedJobs:
                                   on_crawl_delay=fetcher.limiter.set_crawl_delay)
 
     # --- the job -------------------------------------------------------------------------------
-    async def run(self, definition: FeedDefinition, state: FeedState, *, poll: bool, deadline: Deadline) -> JobResult:
-        """Poll the feed (when ``poll``), then fetch the pages of its pending entries. Nothing starts after
-        ``deadline``: a feed not polled stays due, pages not fetched stay pending."""
+    async def run(self, definition: FeedDefinition, state: FeedState, *, poll: bool, deadline: Deadline,
+                  skip: frozenset[str] = frozenset()) -> JobResult:
+        """Poll the feed (when ``poll``), then fetch the pages of its pending entries (but those in ``skip``).
+        Nothing starts after ``deadline``: a feed not polled stays due, pages not fetched stay pending."""
         result = JobResult(definition.id, state)
         if poll:
             await self.poll_feed(definition, result, deadline)
-        pending = list(result.state.pending)
+        pending = [p for p in result.state.pending if p.key not in skip]
         if not pending:
             return result
         outcomes = await asyncio.gather(*(self.page(p, result.state, definition, deadline) for p in pending))

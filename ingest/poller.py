@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
@@ -58,6 +58,7 @@ from newsflow.topology import ensure_topics
 log = logging.getLogger(__name__)
 
 MAX_BATCH_FEEDS = 5000
+REDELIVERY_DELAY = timedelta(seconds=10)
 KNOWN_ARTICLES_CAP = 200_000
 
 
@@ -66,7 +67,9 @@ class Slot:
     definition: FeedDefinition
     partition: int
     state: FeedState
-    deferred: bool = False  # pending pages were cut off by a batch deadline: continue in the next batch
+    # When the pending pages are due without a feed poll: now after a batch deadline cut them off or after a
+    # restart, soon after a record was not acknowledged; None: with the feed's next poll (failed pages).
+    pages_due_at: datetime | None = None
 
 
 @dataclass
@@ -133,21 +136,26 @@ class Poller:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
         self.start()
-        polled_this_run: set[str] = set()
+        polled: set[str] = set()  # once: feeds polled in this run ...
+        tried: dict[str, set[str]] = {}  # ... and entries whose page was tried (feed id -> entry keys)
         try:
             while not self._stop.is_set():
                 self.sync(0)
                 if self.loading or not self._assignments.joined:
                     self.sync(200)
                     continue
-                batch = self.pick(self.clock(), force=force, exclude=polled_this_run if once else set())
+                batch = self.pick(self.clock(), force=force, polled=polled if once else None,
+                                  tried=tried if once else None)
                 if not batch:
                     if once:
                         break
                     self.sync(self._idle_ms())
                     continue
-                results = self.run_batch(batch)
-                polled_this_run |= {r.feed_id for r in results if r.polled}
+                results = self.run_batch(batch, tried if once else None)
+                if once:
+                    polled |= {r.feed_id for r in results if r.polled}
+                    for r in results:
+                        tried.setdefault(r.feed_id, set()).update(o.ref.key for o, _ in r.pages)
                 if max_batches is not None and self.stats.batches >= max_batches:
                     break
         finally:
@@ -257,7 +265,8 @@ class Poller:
         stored = states(read_table(self.reader, self.settings.topic_feed_state, [partition]))
         for fid, definition in defs.items():
             state = reconcile(stored.get(fid), definition)
-            self.slots[fid] = Slot(definition, partition, state)
+            # pages left pending by the previous owner (or a crash) are taken up at once
+            self.slots[fid] = Slot(definition, partition, state, self.clock() if state.pending else None)
             for e in state.seen.values():
                 if e.a:
                     self.known_articles.setdefault(e.a, e.f)
@@ -277,26 +286,29 @@ class Poller:
         return int(max(0, min(1.0, (min(nexts) - now).total_seconds())) * 1000)
 
     # --- batches ---------------------------------------------------------------------------------
-    def pick(self, now: datetime, *, force: bool = False, exclude: set[str] = frozenset()) -> list[tuple[Slot, bool]]:
+    def pick(self, now: datetime, *, force: bool = False, polled: set[str] | None = None,
+             tried: dict[str, set[str]] | None = None) -> list[tuple[Slot, bool]]:
         """The next batch: (slot, poll the feed?) for due feeds (most overdue first) and feeds whose pending
-        pages were cut off by the previous batch's deadline."""
+        pages are due. ``polled``/``tried`` (once mode) leave out feeds and pages already done in this run."""
         out: list[tuple[datetime, Slot, bool]] = []
         for fid, slot in self.slots.items():
             st = slot.state
-            due = st.retired_at is None and fid not in exclude and (
+            due = st.retired_at is None and fid not in (polled or ()) and (
                 st.is_due(now) or (force and st.next_check_reason != "retry-after"))
-            if due or slot.deferred:
+            pages = (slot.pages_due_at is not None and slot.pages_due_at <= now
+                     and any(p.key not in (tried or {}).get(fid, ()) for p in st.pending))
+            if due or pages:
                 out.append((st.next_check_at or datetime.min.replace(tzinfo=now.tzinfo), slot, due))
         out.sort(key=lambda t: t[0])
         return [(slot, due) for _, slot, due in out[:MAX_BATCH_FEEDS]]
 
-    def run_batch(self, batch: list[tuple[Slot, bool]]) -> list[JobResult]:
+    def run_batch(self, batch: list[tuple[Slot, bool]], tried: dict[str, set[str]] | None = None) -> list[JobResult]:
         started = time.monotonic()
         self._deadline = Deadline.after(self.settings.poll_batch_s)
         if self._stop.is_set():
             self._deadline.expire()
         try:
-            results = self.loop.run(self._gather(batch, self._deadline))
+            results = self.loop.run(self._gather(batch, self._deadline, tried or {}))
         finally:
             self._deadline = None
         self.deliver(batch, results)
@@ -306,8 +318,11 @@ class Poller:
                  sum(len(r.pages) for r in results))
         return results
 
-    async def _gather(self, batch: list[tuple[Slot, bool]], deadline: Deadline) -> list[JobResult]:
-        jobs = [self.jobs.run(slot.definition, slot.state, poll=poll, deadline=deadline) for slot, poll in batch]
+    async def _gather(self, batch: list[tuple[Slot, bool]], deadline: Deadline,
+                      tried: dict[str, set[str]]) -> list[JobResult]:
+        jobs = [self.jobs.run(slot.definition, slot.state, poll=poll, deadline=deadline,
+                              skip=frozenset(tried.get(slot.definition.id, ())))
+                for slot, poll in batch]
         out = await asyncio.gather(*jobs, return_exceptions=True)
         results = []
         for (slot, _poll), r in zip(batch, out, strict=True):
@@ -349,7 +364,8 @@ class Poller:
             ok = delivered.get(r.feed_id, set())
             state = settle(r.state, [o for o, _ in r.pages], delivered_ok=ok, now=now, policy=self.policy)
             slot.state = state
-            slot.deferred = r.deferred > 0
+            undelivered = any(rec is not None and o.ref.key not in ok for o, rec in r.pages)
+            slot.pages_due_at = now if r.deferred else (now + REDELIVERY_DELAY if undelivered else None)
             if r.polled:
                 metrics.POLLS.labels(r.outcome or "unknown").inc()
                 self.stats.polled.append(r.feed_id)

@@ -394,7 +394,7 @@ def first_seen_for(state: FeedState, ref: EntryRef, article: str | None, now: da
                 return from_epoch(e.f)
         if known_articles and prefix in known_articles:
             return from_epoch(known_articles[prefix])
-    return now
+    return now.replace(microsecond=0)  # stored as epoch seconds: the same value on every later fetch
 
 
 def settle(state: FeedState, outcomes: list[PageOutcome], *, delivered_ok: set[str], now: datetime,

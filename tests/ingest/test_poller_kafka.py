@@ -1,0 +1,183 @@
+"""The poller on the real local Kafka: seeding, restarts, commit order, dead letters, moves, scale-out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from kafka.errors import KafkaTimeoutError
+from kafka.future import Future
+
+from ingest import state as S
+from ingest.poller import Poller
+from ingest.store import load_catalog, put_definition, definition_for
+from newsflow.kafka_io import make_producer
+from tests.ingest.kafka_helpers import Background, raw_articles, records, state_of, wait_for
+from tests.support import hostile
+from tests.support.feeds import rss
+
+pytestmark = pytest.mark.integration
+
+
+def feeds_file(tmp_path, *urls):
+    path = tmp_path / "feeds.yaml"
+    path.write_text("feeds:\n" + "".join(f"  - url: {u}\n" for u in urls))
+    return path
+
+
+def pages(site, *names):
+    for n in names:
+        site.add(f"/{n}", hostile.page_html(n, f"{n} " * 20))
+    return [{"link": site.url(f"/{n}"), "title": n, "guid": n} for n in names]
+
+
+def test_seeds_from_the_feeds_file_only_when_the_feeds_topic_is_empty(site, tmp_path, make_settings):
+    site.add("/feed.xml", rss("S", pages(site, "a")), content_type="application/rss+xml")
+    settings = make_settings(feeds_file=feeds_file(tmp_path, site.url("/feed.xml")))
+    Poller(settings).run(once=True)
+    assert [d.url for _p, d in load_catalog(settings)[0].values()] == [site.url("/feed.xml")]
+    other = settings.model_copy(update={"feeds_file": feeds_file(tmp_path / "..", site.url("/other.xml"))})
+    Poller(other).run(once=True)
+    assert [d.url for _p, d in load_catalog(settings)[0].values()] == [site.url("/feed.xml")]
+    assert site.hits("/other.xml") == 0
+
+
+def test_a_restart_keeps_validators_seen_entries_and_first_seen(site, tmp_path, make_settings):
+    cond = hostile.Conditional(rss("S", pages(site, "a", "b")), etag='"v1"')
+    site.add("/feed.xml", handler=cond)
+    settings = make_settings(feeds_file=feeds_file(tmp_path, site.url("/feed.xml")))
+    Poller(settings).run(once=True)
+    assert (site.hits("/a"), site.hits("/b")) == (1, 1)
+
+    Poller(settings).run(once=True, force=True)  # a new process: validators come from Kafka
+    assert cond.requests[-1]["if_none_match"] == '"v1"'
+    assert (site.hits("/a"), site.hits("/b")) == (1, 1)
+
+    items = pages(site, "c", "a", "b")
+    items[1]["title"] = "a, corrected"  # a changed entry is fetched again
+    cond.body, cond.etag = rss("S", items), '"v2"'
+    Poller(settings).run(once=True, force=True)
+    assert (site.hits("/a"), site.hits("/b"), site.hits("/c")) == (2, 1, 1)
+
+    produced = raw_articles(settings)
+    by_url: dict[str, list] = {}
+    for r in produced:
+        by_url.setdefault(r.url, []).append(r)
+    assert sorted((u.rsplit("/", 1)[1], len(rs)) for u, rs in by_url.items()) == [("a", 2), ("b", 1), ("c", 1)]
+    a1, a2 = by_url[site.url("/a")]
+    assert a1.first_seen_at == a2.first_seen_at and a2.fetched_at > a1.fetched_at
+    assert a2.entry.title == "a, corrected"
+    st = state_of(settings, site.url("/feed.xml"))
+    assert st.etag == '"v2"' and len(st.seen) == 3 and not st.pending
+
+
+class FailingRawTopic:
+    """The real producer, except that records for one topic fail as if the broker never acknowledged them."""
+
+    def __init__(self, real, topic: str):
+        self.real, self.topic = real, topic
+
+    def send(self, topic, *args, **kwargs):
+        if topic == self.topic:
+            return Future().failure(KafkaTimeoutError("injected: not acknowledged"))
+        return self.real.send(topic, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_state_never_claims_a_page_was_sent_when_it_was_not(site, tmp_path, make_settings):
+    site.add("/feed.xml", rss("S", pages(site, "a", "b")), content_type="application/rss+xml")
+    settings = make_settings(feeds_file=feeds_file(tmp_path, site.url("/feed.xml")))
+    poller = Poller(settings)
+    real_start = poller.start
+
+    def start():
+        real_start()
+        poller.producer = FailingRawTopic(poller.producer, settings.topic_raw)
+    poller.start = start
+    poller.run(once=True)
+    st = state_of(settings, site.url("/feed.xml"))
+    assert not st.seen and {p.guid for p in st.pending} == {"a", "b"}
+    assert raw_articles(settings) == []
+
+    Poller(settings).run(once=True)  # the feed is not due; its pending pages are
+    assert sorted(r.entry.guid for r in raw_articles(settings)) == ["a", "b"]
+    st = state_of(settings, site.url("/feed.xml"))
+    assert len(st.seen) == 2 and not st.pending
+    assert site.hits("/feed.xml") == 1
+
+
+def test_oversized_pages_go_to_the_dead_letter_topic_and_nothing_crashes(site, tmp_path, make_settings):
+    site.add("/huge", hostile.page_html("huge", "x" * 20_000))
+    items = pages(site, "ok") + [{"link": site.url("/huge"), "title": "huge", "guid": "huge"}]
+    site.add("/feed.xml", rss("S", items), content_type="application/rss+xml")
+    settings = make_settings(feeds_file=feeds_file(tmp_path, site.url("/feed.xml")), max_message_bytes=8192)
+    Poller(settings).run(once=True)
+    [dead] = records(settings, settings.topic_dlq)
+    headers = dict(dead.headers)
+    assert headers["nf-error-class"] == b"page_too_large" and headers["nf-stage"] == b"poller"
+    assert dead.key == S.page_article_id(S.EntryRef(key="k", version="v", page_url=site.url("/huge"))).encode()
+    assert [r.url for r in raw_articles(settings)] == [site.url("/ok")]
+    assert not state_of(settings, site.url("/feed.xml")).pending
+
+
+def test_a_consistent_permanent_redirect_updates_the_stored_feed_url(site, tmp_path, make_settings):
+    site.add("/new.xml", rss("S", pages(site, "a")), content_type="application/rss+xml")
+    hostile.install_redirect_chain(site, "/old.xml", [301], "/new.xml")
+    settings = make_settings(feeds_file=feeds_file(tmp_path, site.url("/old.xml")))
+    for _ in range(S.PERMANENT_REDIRECT_POLLS):
+        Poller(settings).run(once=True, force=True)
+    [(_p, d)] = load_catalog(settings)[0].values()
+    assert (d.url, d.moved_from, d.added_url) == (site.url("/new.xml"), site.url("/old.xml"), site.url("/old.xml"))
+    old_hits = site.hits("/old.xml")
+    Poller(settings).run(once=True, force=True)
+    assert site.hits("/old.xml") == old_hits and site.hits("/new.xml") == old_hits + 1
+    assert site.hits("/a") == 1  # the move did not make old entries new
+
+
+def test_a_feed_added_while_the_poller_runs_is_polled(site, make_settings):
+    site.add("/feed.xml", rss("S", pages(site, "a")), content_type="application/rss+xml")
+    settings = make_settings()
+    bg = Background(Poller(settings)).start()
+    try:
+        wait_for(lambda: bg.poller.ready, what="partitions loaded")
+        producer = make_producer(settings)
+        put_definition(producer, settings, definition_for(site.url("/feed.xml")))
+        producer.flush()
+        producer.close()
+        wait_for(lambda: bg.poller.stats.produced == 1, what="the new feed's page")
+    finally:
+        bg.stop()
+
+
+def test_two_instances_never_fetch_the_same_feed_in_one_cycle(site, tmp_path, make_settings):
+    n = 16
+    for i in range(n):
+        site.add(f"/f{i}.xml", rss(f"F{i}", pages(site, f"p{i}")), content_type="application/rss+xml")
+    settings = make_settings(feeds_file=feeds_file(tmp_path, *[site.url(f"/f{i}.xml") for i in range(n)]),
+                             host_rate_per_s=200.0, host_concurrency=4, poll_batch_s=0.3)
+    now = [datetime.now(UTC)]
+    a = Background(Poller(settings, clock=lambda: now[0])).start()
+    b = Background(Poller(settings.model_copy(update={"instance_id": settings.instance_id + "-b"}),
+                          clock=lambda: now[0])).start()
+    feed_hits = lambda: [site.hits(f"/f{i}.xml") for i in range(n)]  # noqa: E731
+    try:
+        # cycle 1: both start together; whoever owns a feed when it is due polls it, once
+        wait_for(lambda: len(a.poller.stats.polled) + len(b.poller.stats.polled) >= n, what="cycle 1")
+        wait_for(lambda: len(a.poller.ready) == 1 and len(b.poller.ready) == 1, what="one partition each")
+        in_cycle_1 = {id(p): len(p.stats.polled) for p in (a.poller, b.poller)}
+        assert feed_hits() == [1] * n
+        # cycle 2: every feed is due again; the two owners split the work
+        now[0] += timedelta(days=2)
+        wait_for(lambda: all(h >= 2 for h in feed_hits()), what="cycle 2")
+    finally:
+        a.stop()
+        b.stop()
+    assert feed_hits() == [2] * n
+    polled_a = a.poller.stats.polled[in_cycle_1[id(a.poller)]:]
+    polled_b = b.poller.stats.polled[in_cycle_1[id(b.poller)]:]
+    assert polled_a and polled_b
+    assert not set(polled_a) & set(polled_b)
+    assert len(polled_a) + len(polled_b) == n
+    assert all(site.hits(f"/p{i}") == 1 for i in range(n))  # and no page twice
