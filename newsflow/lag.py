@@ -10,10 +10,11 @@ offset, so a group that has consumed everything still shows a lag of 1 on such a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from kafka import KafkaAdminClient, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import OffsetSpec
 from kafka.protocol.consumer.offsets import IsolationLevel
 
@@ -71,9 +72,34 @@ def group_lag(admin: KafkaAdminClient, group: str, topics: Iterable[str]) -> lis
     return rows
 
 
-def topic_records(admin: KafkaAdminClient, topic: str) -> int:
-    """Records retained in a topic (end - start over its partitions); e.g. the DLQ size."""
+def offset_span(admin: KafkaAdminClient, topic: str) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
     tps = partitions(admin, [topic])
-    start = offsets(admin, tps, OffsetSpec.EARLIEST)
-    end = offsets(admin, tps, OffsetSpec.LATEST)
-    return sum(max(0, end.get(tp, 0) - start.get(tp, 0)) for tp in tps)
+    return offsets(admin, tps, OffsetSpec.EARLIEST), offsets(admin, tps, OffsetSpec.LATEST)
+
+
+def topic_records(admin: KafkaAdminClient, consumer: KafkaConsumer, topic: str, *, limit: int = 10_000,
+                  timeout_s: float = 10.0) -> tuple[int, bool]:
+    """Committed records retained in ``topic`` (e.g. the DLQ size) and whether the count is exact.
+
+    The offset span over-counts a topic written in transactions (each commit marker takes an
+    offset), so up to ``limit`` records are counted by reading them with ``consumer`` (group-less,
+    ``read_committed``); a bigger topic is reported by its offset span, flagged as inexact.
+    """
+    start, end = offset_span(admin, topic)
+    span = sum(max(0, end[tp] - start.get(tp, 0)) for tp in end)
+    todo = [tp for tp in end if end[tp] > start.get(tp, 0)]
+    if span > limit:
+        return span, False
+    if not todo:
+        return 0, True
+    consumer.assign(todo)
+    for tp in todo:
+        consumer.seek(tp, start[tp])
+    count = 0
+    deadline = time.monotonic() + timeout_s
+    while any(consumer.position(tp) < end[tp] for tp in todo):
+        if time.monotonic() > deadline:
+            return span, False
+        for recs in consumer.poll(timeout_ms=200).values():
+            count += sum(1 for r in recs if r.offset < end[TopicPartition(r.topic, r.partition)])
+    return count, True

@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from newsflow.elastic import make_es
-from newsflow.kafka_io import make_admin
+from newsflow.kafka_io import make_admin, make_consumer
 from newsflow.lag import group_lag, topic_records
 from newsflow.logs import Redactor, secret_values
 from newsflow.ops import run_dir
@@ -170,8 +170,12 @@ def kafka_info(settings: Settings) -> dict[str, Any]:
         for spec in topology_stages(settings):
             if spec.source:
                 lag += [r.as_dict() | {"stage": spec.name} for r in group_lag(admin, spec.group, [spec.source])]
-        return {"ok": True, "lag": lag, "dlq": {"topic": settings.topic_dlq,
-                                                "records": topic_records(admin, settings.topic_dlq)}}
+        consumer = make_consumer(settings, None)
+        try:
+            dlq, exact = topic_records(admin, consumer, settings.topic_dlq)
+        finally:
+            consumer.close(autocommit=False)
+        return {"ok": True, "lag": lag, "dlq": {"topic": settings.topic_dlq, "records": dlq, "exact": exact}}
     except (KafkaError, OSError) as exc:
         return {"ok": False, "error": _err(exc)}
     finally:
@@ -328,7 +332,8 @@ def render(report: dict[str, Any]) -> Group:
         t.caption = "(lag 1 on a caught-up transactional topic is its commit marker)"
         parts.append(t)
         dlq = k["dlq"]
-        parts.append(Text(f"Dead-letter topic {dlq['topic']}: {dlq['records']} records retained",
+        approx = "" if dlq.get("exact", True) else "about "
+        parts.append(Text(f"Dead-letter topic {dlq['topic']}: {approx}{dlq['records']} records retained",
                           style="bold red" if dlq["records"] else "green"))
     else:
         parts.append(Text(f"Kafka unreachable: {k.get('error')}", style="bold red"))

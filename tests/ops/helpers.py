@@ -16,7 +16,7 @@ import httpx
 
 from newsflow.settings import REPO_ROOT, Settings
 from newsflow.status import parse_metrics
-from newsflow.supervisor import settings_env
+from newsflow.supervisor import pid_alive, settings_env
 
 
 def closed_port() -> int:
@@ -77,7 +77,8 @@ def wait_until(cond: Callable[[], Any], *, timeout: float, what: str, every: flo
 
 
 def stage_entries(settings: Settings) -> dict[str, dict]:
-    """Registry entries of the running stage processes of this state_dir, by stage."""
+    """Registry entries of the live stage processes of this state_dir, by stage (a killed stage
+    leaves its entry behind: skipped)."""
     out = {}
     for path in (settings.state_dir / "run").glob("*.json"):
         if path.name.startswith("supervisor-"):
@@ -86,7 +87,8 @@ def stage_entries(settings: Settings) -> dict[str, dict]:
             entry = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        out[entry["stage"]] = entry
+        if pid_alive(entry["pid"]):
+            out[entry["stage"]] = entry
     return out
 
 
