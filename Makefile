@@ -18,7 +18,9 @@ FEEDS ?= deploy/feeds.yaml ## feed list for `make run`
 DEMO_PORT ?= 8765 ## port of the offline demo site (make demo)
 PYTEST_ARGS ?= ## extra pytest arguments, e.g. PYTEST_ARGS='-x -k lag'
 REPLAY_ARGS ?= ## arguments of `newsflow dlq replay` (make replay)
-VARS := KAFKA_HOST KAFKA_PORT ES_HOST ES_PORT METRICS_PORT FEEDS DEMO_PORT PYTEST_ARGS REPLAY_ARGS
+KIBANA_URL ?= http://127.0.0.1:5601 ## Kibana that `make kibana` imports the saved objects into
+KIBANA_AUTH ?= ## user:password for `make kibana` (empty = no authentication)
+VARS := KAFKA_HOST KAFKA_PORT ES_HOST ES_PORT METRICS_PORT FEEDS DEMO_PORT PYTEST_ARGS REPLAY_ARGS KIBANA_URL KIBANA_AUTH
 # The "## doc" above leaves trailing blanks in the values: strip them.
 $(foreach v,$(VARS),$(eval override $(v) := $(strip $($(v)))))
 
@@ -29,7 +31,7 @@ export NEWSFLOW_METRICS_PORT ?= $(METRICS_PORT)
 export NEWSFLOW_FEEDS_FILE ?= $(abspath $(FEEDS))
 export NEWSFLOW_CORPUS ?= $(abspath ../shared/corpus)
 
-.PHONY: help install up down status logs topics templates run demo stop test test-unit test-chaos bench replay clean
+.PHONY: help install up down status logs topics templates run demo stop test test-unit test-chaos bench replay kibana clean
 
 help: ## list the targets and variables
 	@echo "Newsflow: feeds -> Kafka -> enrichment -> Elasticsearch. Quick start: make run, make test."
@@ -91,6 +93,15 @@ bench: up ## benchmark report: bench/report.md and plots (never part of `make te
 
 replay: install ## re-inject dead letters after a fix: newsflow dlq replay $(REPLAY_ARGS)
 	$(BIN)/newsflow dlq replay $(REPLAY_ARGS)
+
+kibana: ## import the data view, saved searches and dashboard (deploy/kibana/*.ndjson) into KIBANA_URL
+	@for f in deploy/kibana/*.ndjson; do \
+	  echo "importing $$f into $(KIBANA_URL)"; \
+	  out=$$(curl -sS --fail-with-body -X POST "$(KIBANA_URL)/api/saved_objects/_import?overwrite=true" \
+	    -H 'kbn-xsrf: true' $(if $(KIBANA_AUTH),-u '$(KIBANA_AUTH)') --form file=@$$f) || { echo "$$out"; exit 1; }; \
+	  echo "$$out" | grep -Eq '"success" *: *true' || { echo "import failed: $$out"; exit 1; }; \
+	  echo "  $$(echo "$$out" | grep -Eo '"successCount" *: *[0-9]+')"; \
+	done
 
 clean: down ## remove the venv and all local state (downloads, data, logs)
 	rm -rf $(VENV) .local .pytest_cache
