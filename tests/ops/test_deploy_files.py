@@ -209,3 +209,27 @@ def test_dockerfile_env_and_entrypoint():
     for src in re.findall(r"^COPY (\S+)", text, flags=re.M):
         if not src.startswith("--"):
             assert (REPO_ROOT / src).exists(), f"COPY {src}: no such path"
+
+
+# --- docker compose -----------------------------------------------------------------------------------------
+def test_compose_runs_each_stage_as_a_service_with_matching_settings():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"kafka", "elasticsearch", "kibana", "prometheus", "topology"} <= set(services)
+    for stage, argv in STAGE_COMMANDS.items():
+        svc = services[stage]
+        assert svc["command"] == argv
+        env = svc["environment"]
+        got = validated(env)
+        assert got.metrics_port == default_port(stage) and got.metrics_host == "0.0.0.0"
+        assert (REPO_ROOT / svc["build"]["dockerfile"]).is_file()
+        grace = float(svc["stop_grace_period"].rstrip("s"))
+        assert grace > got.shutdown_timeout_s and svc["stop_signal"] == "SIGTERM"
+        assert "topology" in svc["depends_on"]
+        for port in svc.get("ports", []):
+            assert port.endswith(f":{default_port(stage)}")
+    assert services["topology"]["command"] == ["topology"]
+    for volume in services["prometheus"]["volumes"]:
+        src = volume.split(":")[0]
+        if src.startswith("./"):
+            assert (DEPLOY / src).is_file(), f"prometheus mounts missing {src}"
