@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -89,6 +90,8 @@ def make_settings(stack: Settings, request) -> Iterator[Callable[..., Settings]]
             "metrics_port": 0,
             "allow_private_addresses": True,
             "respect_robots": False,
+            # never seed a test's poller from deploy/feeds.yaml (real feeds: non-loopback)
+            "feeds_file": Path(tempfile.gettempdir()) / f"{tag}-no-feeds.yaml",
         }
         s = stack.model_copy(update=names | overrides)
         # model_copy skips validation: round-trip to validate the overrides.
