@@ -34,7 +34,7 @@ from rich.text import Text
 
 from newsflow.elastic import make_es
 from newsflow.kafka_io import make_admin, make_consumer
-from newsflow.lag import group_lag, topic_records
+from newsflow.lag import group_lag, partitions, topic_records
 from newsflow.logs import Redactor, secret_values
 from newsflow.ops import run_dir
 from newsflow.settings import Settings
@@ -42,6 +42,7 @@ from newsflow.supervisor import pid_alive, supervisors
 from newsflow.topology import stages as topology_stages
 
 PROBE_TIMEOUT_S = 3.0
+FEEDS_REFRESH_S = 30.0  # --watch re-reads the feed tables this often
 WORST_FEEDS = 10
 # Per-stage numbers lifted from each stage's /metrics (sums over the other labels).
 _STAGE_SERIES = {
@@ -175,7 +176,10 @@ def kafka_info(settings: Settings) -> dict[str, Any]:
             dlq, exact = topic_records(admin, consumer, settings.topic_dlq)
         finally:
             consumer.close(autocommit=False)
-        return {"ok": True, "lag": lag, "dlq": {"topic": settings.topic_dlq, "records": dlq, "exact": exact}}
+        have_feed_tables = bool(partitions(admin, [settings.topic_feeds])) and bool(
+            partitions(admin, [settings.topic_feed_state]))
+        return {"ok": True, "lag": lag, "dlq": {"topic": settings.topic_dlq, "records": dlq, "exact": exact},
+                "feed_tables": have_feed_tables}
     except (KafkaError, OSError) as exc:
         return {"ok": False, "error": _err(exc)}
     finally:
@@ -206,7 +210,31 @@ def es_info(settings: Settings) -> dict[str, Any]:
 
 
 # --- feeds -------------------------------------------------------------------------------------
-def feeds_info(settings: Settings, poller_samples: list) -> dict[str, Any]:
+_FEED_FIELDS = ("id", "url", "state", "consecutive_errors", "last_error_class", "last_error", "last_success",
+                "next_check")
+
+
+def feed_catalog(settings: Settings) -> dict[str, Any]:
+    """Fleet-wide feed health from the feeds and feed-state tables in Kafka (ingest/store.py), the
+    same rows as ``newsflow feeds status``: summary and the worst feeds."""
+    from ingest.status import status_rows, summary
+    from ingest.store import TableReadTimeout, load_catalog
+
+    try:
+        defs, states = load_catalog(settings)
+    except (TableReadTimeout, KafkaError, OSError, ValueError) as exc:
+        return {"catalog_error": _err(exc)}
+    rows = status_rows(defs, states)  # retired, then backing off, then by consecutive errors
+    worst = [{k: r.get(k) for k in _FEED_FIELDS} for r in rows[:WORST_FEEDS]
+             if r["state"] != "active" or r["consecutive_errors"]]
+    for w in worst:
+        if w["last_error"]:
+            w["last_error"] = w["last_error"][:200]
+    return {"source": "feed-state topic", "summary": summary(rows), "worst": worst}
+
+
+def feeds_info(settings: Settings, poller_samples: list, *, catalog: bool) -> dict[str, Any]:
+    """The feed list, plus health from the feed tables (``catalog``) or else from running pollers."""
     out: dict[str, Any] = {"file": str(settings.feeds_file)}
     try:
         data = yaml.safe_load(settings.feeds_file.read_text(encoding="utf-8")) or {}
@@ -215,11 +243,15 @@ def feeds_info(settings: Settings, poller_samples: list) -> dict[str, Any]:
     except (OSError, yaml.YAMLError) as exc:
         out["configured"] = None
         out["error"] = _err(exc)
+    if catalog:
+        out |= feed_catalog(settings)
+        if "summary" in out:
+            return out
     health = feed_health(poller_samples)
-    if health is None:
-        out["detail"] = "no running poller reports feed health"
-    else:
-        out |= health
+    if health is not None:
+        out |= {"source": "running pollers"} | health
+    elif "catalog_error" not in out:
+        out["detail"] = "no feed state yet (no poller has run) and no running poller reports feed health"
     return out
 
 
@@ -236,16 +268,20 @@ def connection_summary(settings: Settings) -> dict[str, Any]:
             "es_alias": settings.es_index}
 
 
-def collect(settings: Settings) -> dict[str, Any]:
-    """The whole report as plain data, secrets masked."""
+def collect(settings: Settings, *, feeds: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole report as plain data, secrets masked. ``feeds``: reuse an earlier feeds section
+    (reading the feed tables is the costly part; ``--watch`` refreshes it less often)."""
     procs, samples = stage_processes(settings)
+    kafka = kafka_info(settings)
+    if feeds is None:
+        feeds = feeds_info(settings, samples.get("poller", []), catalog=bool(kafka.get("feed_tables")))
     report = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "connection": connection_summary(settings),
         "supervisors": supervisor_info(settings),
         "stages": procs,
-        "kafka": kafka_info(settings),
-        "feeds": feeds_info(settings, samples.get("poller", [])),
+        "kafka": kafka,
+        "feeds": feeds,
         "elasticsearch": es_info(settings),
     }
     return Redactor(secret_values(settings)).value(report)
@@ -256,6 +292,16 @@ def _yes(ok: Any) -> Text:
     if ok is None:
         return Text("-", style="dim")
     return Text("ok", style="green") if ok else Text("NO", style="bold red")
+
+
+def _cell(v: Any) -> str:
+    if v is None or v is False:
+        return ""
+    if v is True:
+        return "yes"
+    if isinstance(v, str) and len(v) > 19 and v[10:11] == "T":  # ISO timestamp
+        return v[:16].replace("T", " ")
+    return str(v)
 
 
 def _duration(seconds: float) -> str:
@@ -341,18 +387,21 @@ def render(report: dict[str, Any]) -> Group:
     f = report["feeds"]
     line = f"Feeds: {f['configured'] if f.get('configured') is not None else '?'} in {f['file']}"
     if "summary" in f:
-        line += "; pollers own " + ", ".join(f"{n} {state}" for state, n in sorted(f["summary"].items()))
-    for key in ("error", "detail"):
+        sm = f["summary"]
+        line += f"; {f.get('source', 'health')}: " + ", ".join(f"{n} {state}" for state, n in sm.items())
+    for key in ("error", "catalog_error", "detail"):
         if f.get(key):
             line += f"\n  {f[key]}"
     parts.append(Text(line))
     if f.get("worst"):
         t = Table(title="Worst feeds", title_justify="left")
-        for col in ("feed id", "retired", "errors in a row", "last error"):
-            t.add_column(col, justify="right" if col == "errors in a row" else "left")
+        cols = [c for c in ("url", "feed_id", "state", "retired", "consecutive_errors", "last_error_class",
+                            "last_error", "last_success") if any(c in w for w in f["worst"])]
+        for col in cols:
+            t.add_column(col.replace("_", " "), justify="right" if col == "consecutive_errors" else "left",
+                         overflow="fold")
         for w in f["worst"]:
-            t.add_row(w["feed_id"], "yes" if w["retired"] else "", str(w["consecutive_errors"]),
-                      w.get("error_class") or "")
+            t.add_row(*(_cell(w.get(c)) for c in cols))
         parts.append(t)
 
     e = report["elasticsearch"]
@@ -376,7 +425,12 @@ def watch(settings: Settings, interval_s: float, console: Console | None = None)
     from rich.live import Live
 
     console = console or Console()
-    with Live(render(collect(settings)), console=console, refresh_per_second=4, screen=False) as live:
+    report = collect(settings)
+    feeds_at = time.monotonic()
+    with Live(render(report), console=console, refresh_per_second=4, screen=False) as live:
         while True:
             time.sleep(interval_s)
-            live.update(render(collect(settings)))
+            stale = time.monotonic() - feeds_at > FEEDS_REFRESH_S
+            report = collect(settings, feeds=None if stale else report["feeds"])
+            feeds_at = time.monotonic() if stale else feeds_at
+            live.update(render(report))

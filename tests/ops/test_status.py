@@ -68,8 +68,11 @@ def report(**over) -> dict:
         "kafka": {"ok": True, "lag": [{"stage": "indexer", "group": "g", "topic": "articles.enriched", "partition": 0,
                                        "committed": 3, "start": 0, "end": 4050, "lag": 4047}],
                   "dlq": {"topic": "articles.dlq", "records": 3, "exact": True}},
-        "feeds": {"file": "feeds.yaml", "configured": 2, "summary": {"active": 1, "retired": 1},
-                  "worst": [{"feed_id": "f3", "retired": True, "consecutive_errors": 0}]},
+        "feeds": {"file": "feeds.yaml", "configured": 2, "source": "feed-state topic",
+                  "summary": {"feeds": 2, "active": 1, "backing-off": 0, "retired": 1},
+                  "worst": [{"id": "f3", "url": "https://gone.example/rss", "state": "retired",
+                             "consecutive_errors": 0, "last_error_class": "http_410", "last_error": "410 Gone",
+                             "last_success": "2025-12-30T08:00:00+00:00", "next_check": None}]},
         "elasticsearch": {"ok": True, "alias": "a", "docs": 7,
                           "indices": [{"index": "a-2026.01", "health": "green", "docs": 7, "size_bytes": 42_000}]},
     }
@@ -87,7 +90,9 @@ def test_render_shows_what_is_stuck_and_why():
     assert "DOWN" in text and "restart 2 pending (last exit -9)" in text
     assert "paused: sink pushing back" in text and "elasticsearch: ConnectionError: refused" in text
     assert "4047" in text and "articles.dlq: 3 records" in text and "66m" in text
-    assert "f3" in text and "7 documents behind alias 'a'" in text and "41 KiB" in text
+    assert "feed-state topic: 2 feeds, 1 active, 0 backing-off, 1 retired" in text
+    assert "https://gone.example/rss" in text and "http_410" in text and "2025-12-30 08:00" in text
+    assert "7 documents behind alias 'a'" in text and "41 KiB" in text
 
 
 def test_render_survives_outages():
@@ -107,3 +112,23 @@ def test_collect_reports_unreachable_services_instead_of_failing(stack, tmp_path
     assert rep["kafka"]["ok"] is False and "bootstrap" in rep["kafka"]["error"].lower()
     assert rep["elasticsearch"]["ok"] is False and rep["stages"] == []
     assert rep["feeds"]["configured"] is None and "FileNotFoundError" in rep["feeds"]["error"]
+
+
+@pytest.mark.integration
+def test_status_shows_failing_feeds_from_the_feed_state_topic(make_settings, tmp_path, site):
+    from tests.ops.helpers import newsflow
+
+    site.add("/ok.xml", b'<?xml version="1.0"?><rss version="2.0"><channel><title>ok</title></channel></rss>',
+             content_type="application/rss+xml")
+    broken = f"http://127.0.0.1:{closed_port()}/feed.xml"
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(f"feeds:\n  - url: {site.url('/ok.xml')}\n  - url: {broken}\n")
+    s = make_settings(feeds_file=feeds, state_dir=tmp_path / "state")
+    assert newsflow(s, "poll", "--once").wait(timeout=180) == 0
+    rep = collect(s)
+    f = rep["feeds"]
+    assert f["configured"] == 2 and f["source"] == "feed-state topic"
+    assert f["summary"]["feeds"] == 2 and f["summary"]["active"] + f["summary"]["backing-off"] == 2
+    (worst,) = f["worst"]
+    assert worst["url"] == broken and worst["consecutive_errors"] == 1 and worst["last_error_class"]
+    assert broken in rendered(rep)
