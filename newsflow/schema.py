@@ -115,10 +115,13 @@ class Article(_Model):
     persons: list[str] = Field(default_factory=list)
     organizations: list[str] = Field(default_factory=list)
     places: list[str] = Field(default_factory=list)
+    dates: list[str] = Field(default_factory=list, description="DATE entities as written, e.g. 'Monday'.")
+    numbers: list[str] = Field(default_factory=list, description="Money, percentages, quantities, counts.")
     quotes: list[Quote] = Field(default_factory=list)
     keywords: list[str] = Field(default_factory=list)
     word_count: int = 0
     reading_time_s: int = 0
     content_hash: str | None = None
+    minhash: str | None = Field(None, description="MinHash of word 3-shingles: base64 of 64 little-endian uint32.")
     story_id: str | None = None
     provenance: Provenance
