@@ -1,0 +1,262 @@
+"""Indexer benchmark: Newsflow's indexer, end to end from ``articles.enriched``, against a raw
+``elasticsearch.helpers.streaming_bulk`` of the same documents, in the same run. Goal: >= 0.90.
+
+Each repetition, in alternating order so that neither side always runs on a warmer cluster:
+
+* **raw**: the documents, already built as Python dicts in memory (the best case for raw), sent with
+  ``streaming_bulk`` using the same chunk size and bytes as the indexer, into fresh indices;
+* **newsflow**: the indexer stage (``StageRunner`` + ``Indexer`` + ``ElasticsearchSink``, exactly
+  what ``newsflow index`` runs) reading the same documents from Kafka with a fresh consumer group,
+  validating each record, looking up the alias generation, creating its monthly indices, bulk
+  writing with external versions and committing offsets, into fresh indices of its own alias.
+  The clock starts once the consumer has joined its group (join time is reported apart) and stops
+  when the last offset is committed.
+
+Both sides end with every document acknowledged; the counts are checked. Bytes per document are
+measured apart, on an index of distinct real articles (corpus pages extracted with trafilatura),
+after a flush and a force-merge to one segment, so that repeated texts cannot flatter compression.
+
+``run(quick) -> dict`` is what ``make bench`` calls; ``python bench/bench_indexer.py [--quick]``
+prints the same dict as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import re
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+from elasticsearch.helpers import streaming_bulk  # noqa: E402
+
+from newsflow.elastic import index_name, make_es  # noqa: E402
+from newsflow.kafka_io import make_admin, make_producer  # noqa: E402
+from newsflow.runner import StageRunner  # noqa: E402
+from newsflow.schema import Article, Provenance, Quote, article_id  # noqa: E402
+from newsflow.settings import Settings  # noqa: E402
+from newsflow.topology import apply, topics  # noqa: E402
+from processors.indexer import ElasticsearchSink, Indexer  # noqa: E402
+
+GOAL = 0.90
+CORPUS = Path(os.environ.get("NEWSFLOW_CORPUS", REPO.parent / "shared" / "corpus"))
+_NAME = re.compile(r"\b([A-Z][a-z]+(?: [A-Z][a-z]+)+)\b")
+_QUOTE = re.compile(r"[“\"]([^”\"]{20,300})[”\"]")
+
+
+# --- documents -----------------------------------------------------------------------------------
+def extract_pages(limit: int) -> list[dict[str, Any]]:
+    """Main text and metadata of up to ``limit`` corpus pages (trafilatura, like the processor)."""
+    import trafilatura
+
+    out = []
+    for path in sorted((CORPUS / "pages").glob("*.html"))[: limit * 2]:
+        doc = trafilatura.bare_extraction(path.read_bytes(), with_metadata=True)
+        if doc is not None and len((doc.text or "").split()) >= 80:
+            out.append({"text": doc.text, "title": doc.title, "author": doc.author, "site": doc.sitename,
+                        "description": doc.description, "page": path.stem})
+        if len(out) >= limit:
+            break
+    if not out:
+        raise SystemExit(f"no usable pages under {CORPUS / 'pages'} (set NEWSFLOW_CORPUS)")
+    return out
+
+
+def make_article(page: dict[str, Any], n: int, rng: random.Random, now: datetime) -> Article:
+    """An enriched Article shaped like the processor's output, from a real page's text."""
+    url = f"https://bench{n % 17}.example/{page['page']}/{n}"
+    names = list(dict.fromkeys(_NAME.findall(page["text"])))
+    persons, orgs, places = names[:6], names[6:10], names[10:14]
+    quotes = [Quote(text=q, speaker=rng.choice(persons) if persons else None)
+              for q in _QUOTE.findall(page["text"])[:4]]
+    words = page["text"].split()
+    first_seen = now - timedelta(days=rng.randrange(0, 90), seconds=rng.randrange(86400))
+    return Article(
+        id=article_id(url), url=url, canonical_url=url, final_url=url, feed_url=f"https://bench{n % 17}.example/feed",
+        host=f"bench{n % 17}.example", source=page["site"] or f"Bench {n % 17}", site_name=page["site"],
+        title=page["title"] or " ".join(words[:8]), text=page["text"], description=page["description"],
+        author=page["author"], published_at=first_seen - timedelta(hours=rng.randrange(0, 48)),
+        fetched_at=first_seen, first_seen_at=first_seen, processed_at=first_seen + timedelta(seconds=2),
+        language=rng.choice(["en", "de", "pl", "en"]), persons=persons, organizations=orgs, places=places,
+        quotes=quotes, keywords=[w.strip(".,;:").lower() for w in words[:5]], word_count=len(words),
+        reading_time_s=len(words) * 60 // 230, content_hash=article_id(page["text"]),
+        story_id=f"story-{n % 97}", provenance=Provenance(extractor="trafilatura", extractor_version="bench",
+                                                          fields={"title": "page"}),
+    )
+
+
+# --- isolation -------------------------------------------------------------------------------------
+def bench_settings(base: Settings, tag: str, **overrides: Any) -> Settings:
+    names = {
+        "topic_raw": f"{tag}.articles.raw", "topic_enriched": f"{tag}.articles.enriched",
+        "topic_dlq": f"{tag}.articles.dlq", "topic_feeds": f"{tag}.feeds", "topic_feed_state": f"{tag}.feed-state",
+        "group_prefix": tag, "es_index": f"{tag}-articles", "instance_id": tag, "metrics_port": 0,
+    }
+    s = base.model_copy(update=names | overrides)
+    return Settings(**{k: getattr(s, k) for k in Settings.model_fields})
+
+
+def cleanup(settings: list[Settings]) -> None:
+    admin = make_admin(settings[0])
+    try:
+        existing = set(admin.list_topics())
+        admin.delete_topics(sorted({t.name for s in settings for t in topics(s)} & existing))
+        groups = [g["group_id"] for g in admin.list_groups() if g["group_id"].startswith(settings[0].group_prefix)]
+        if groups:
+            admin.delete_groups(groups)
+    finally:
+        admin.close()
+    es = make_es(settings[0])
+    try:
+        for s in settings:
+            es.indices.delete(index=f"{s.es_index}-*", ignore_unavailable=True, allow_no_indices=True)
+            es.options(ignore_status=404).indices.delete_index_template(name=s.es_index)
+    finally:
+        es.close()
+
+
+# --- the two contenders --------------------------------------------------------------------------------
+def raw_bulk(s: Settings, articles: list[Article]) -> float:
+    """docs/s of a plain streaming_bulk of pre-built dicts into ``<alias>-raw-YYYY.MM``."""
+    stamp = datetime.now(UTC).isoformat()
+    actions = [{"_index": index_name(f"{s.es_index}-raw", a.first_seen_at), "_id": a.id,
+                "_source": a.model_dump(mode="json", exclude_none=True) | {"indexed_at": stamp}} for a in articles]
+    es = make_es(s)
+    try:
+        started = time.perf_counter()
+        ok = sum(1 for good, _ in streaming_bulk(es, actions, chunk_size=s.batch_size, max_chunk_bytes=s.batch_bytes,
+                                                 raise_on_error=False) if good)
+        seconds = time.perf_counter() - started
+    finally:
+        es.close()
+    if ok != len(articles):
+        raise RuntimeError(f"raw bulk acknowledged {ok} of {len(articles)}")
+    return len(articles) / seconds
+
+
+def newsflow_indexer(s: Settings, total: int) -> tuple[float, float, dict[str, int]]:
+    """(docs/s, group join seconds, sink counts) of the indexer stage over the whole topic."""
+    sink = ElasticsearchSink(s)
+    runner = StageRunner(s, Indexer(), source=s.topic_enriched, group=s.group("indexer"), sink=sink)
+    consumer = runner.consumer
+    try:
+        joining = time.perf_counter()
+        while not consumer.assignment():  # join the group; give back anything fetched meanwhile
+            for tp, recs in consumer.poll(timeout_ms=100).items():
+                consumer.seek(tp, recs[0].offset)
+        join_s = time.perf_counter() - joining
+        started = time.perf_counter()
+        consumed = 0
+        while consumed < total:
+            consumed += runner.step()
+        seconds = time.perf_counter() - started
+    finally:
+        runner.close()
+    done = sink.counts["indexed"] + sink.counts["duplicate"]
+    if done != total or sink.counts["dead_letter"]:
+        raise RuntimeError(f"indexer acknowledged {done} of {total}, dead-lettered {sink.counts['dead_letter']}")
+    return total / seconds, join_s, dict(sink.counts)
+
+
+def bytes_per_document(s: Settings, articles: list[Article]) -> dict[str, float]:
+    """Store size per document of distinct articles, written by the indexer's own bulk format."""
+    es = make_es(s, request_timeout=300)
+    index = f"{s.es_index}-size-2024.01"
+    try:
+        actions = [{"_index": index, "_id": a.id,
+                    "_source": a.model_dump(mode="json", exclude_none=True) | {"indexed_at": "2024-01-01T00:00:00Z"}}
+                   for a in articles]
+        for good, item in streaming_bulk(es, actions, chunk_size=s.batch_size, raise_on_error=False):
+            if not good:
+                raise RuntimeError(f"size index refused a document: {item}")
+        es.indices.refresh(index=index)
+        es.indices.flush(index=index)
+        before = es.indices.stats(index=index, metric="store")["_all"]["primaries"]["store"]["size_in_bytes"]
+        es.indices.forcemerge(index=index, max_num_segments=1)
+        es.indices.refresh(index=index)
+        stats = es.indices.stats(index=index, metric="store,docs")["_all"]["primaries"]
+    finally:
+        es.close()
+    docs = stats["docs"]["count"]
+    source = statistics.fmean(len(a.to_bytes()) for a in articles)
+    return {"documents": docs, "bytes_per_doc": round(stats["store"]["size_in_bytes"] / docs),
+            "bytes_per_doc_before_merge": round(before / docs), "source_json_bytes_per_doc": round(source)}
+
+
+# --- the run --------------------------------------------------------------------------------------------
+def run(quick: bool = False) -> dict[str, Any]:
+    total, reps, pages = (1500, 2, 60) if quick else (6000, 3, 200)
+    base = Settings()
+    tag = f"bench{uuid.uuid4().hex[:8]}"
+    made: list[Settings] = []
+    rng = random.Random(42)
+    now = datetime.now(UTC)
+    try:
+        print(f"[bench indexer] extracting {pages} corpus pages ...", file=sys.stderr)
+        texts = extract_pages(pages)
+        articles = [make_article(texts[i % len(texts)], i, rng, now) for i in range(total)]
+        source = bench_settings(base, tag)
+        apply(source)
+        made.append(source)
+        producer = make_producer(source)
+        for a in articles:
+            producer.send(source.topic_enriched, key=a.id.encode(), value=a.to_bytes())
+        producer.flush()
+        producer.close()
+        raw_rates, nf_rates, joins, counts = [], [], [], {}
+        for rep in range(reps):
+            s = bench_settings(base, f"{tag}r{rep}", topic_enriched=source.topic_enriched)
+            apply(s)  # this repetition's template (alias) and topics; both sides write fresh indices
+            made.append(s)
+            order = ["raw", "newsflow"] if rep % 2 == 0 else ["newsflow", "raw"]
+            for side in order:
+                print(f"[bench indexer] repetition {rep + 1}/{reps}: {side} ...", file=sys.stderr)
+                if side == "raw":
+                    raw_rates.append(raw_bulk(s, articles))
+                else:
+                    rate, join_s, counts = newsflow_indexer(s, total)
+                    nf_rates.append(rate)
+                    joins.append(join_s)
+        ratios = [n / r for n, r in zip(nf_rates, raw_rates, strict=True)]
+        print("[bench indexer] bytes per document ...", file=sys.stderr)
+        distinct = [make_article(page, i, rng, now) for i, page in enumerate(texts)]
+        size = bytes_per_document(made[-1], distinct)
+        ratio = statistics.median(ratios)
+        return {
+            "benchmark": "indexer",
+            "documents": total,
+            "repetitions": reps,
+            "raw_docs_per_s": [round(r) for r in raw_rates],
+            "newsflow_docs_per_s": [round(r) for r in nf_rates],
+            "ratio_per_repetition": [round(r, 3) for r in ratios],
+            "raw_docs_per_s_median": round(statistics.median(raw_rates)),
+            "newsflow_docs_per_s_median": round(statistics.median(nf_rates)),
+            "ratio": round(ratio, 3),
+            "goal": GOAL,
+            "met": ratio >= GOAL,
+            "group_join_s_median": round(statistics.median(joins), 3),
+            "last_sink_counts": counts,
+            "batch_size": base.batch_size,
+            "batch_bytes": base.batch_bytes,
+            **{f"size_{k}": v for k, v in size.items()},
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "es_url": base.es_url,
+        }
+    finally:
+        if made:
+            cleanup(made)
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick="--quick" in sys.argv[1:]), indent=2))
