@@ -138,3 +138,23 @@ def test_stages_die_with_a_killed_supervisor(make_settings, tmp_path):
         run.kill()
         run.wait()
     wait_until(lambda: not pid_alive(child), timeout=s.shutdown_timeout_s + 30, what="the orphaned stage to exit")
+
+
+@pytest.mark.integration
+def test_newsflow_stop_stops_a_run_started_elsewhere(make_settings, tmp_path):
+    s = make_settings(state_dir=tmp_path / "state")
+    run = newsflow(s, "run", "--stages", "indexer")
+    try:
+        wait_until(lambda: "indexer" in stage_entries(s), timeout=120, what="the indexer running")
+        child = stage_entries(s)["indexer"]["pid"]
+        done = subprocess.run([sys.executable, "-m", "newsflow.cli", "stop"], cwd=REPO_ROOT, env=env_for(s),
+                              capture_output=True, text=True, timeout=s.shutdown_timeout_s + 30)
+        assert done.returncode == 0 and f"stopped newsflow run pid(s) {run.pid}" in done.stdout
+        assert run.wait(timeout=10) == 0
+        assert not pid_alive(child)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    again = subprocess.run([sys.executable, "-m", "newsflow.cli", "stop"], cwd=REPO_ROOT, env=env_for(s),
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "no newsflow run is running" in again.stdout
