@@ -366,17 +366,21 @@ def render(report: dict[str, Any]) -> Group:
 
     k = report["kafka"]
     if k.get("ok"):
-        t = Table(title="Consumer lag (group <prefix>-<stage>)", title_justify="left")
-        for col in ("stage", "topic", "part", "committed", "end", "lag"):
-            t.add_column(col, justify="right" if col in ("part", "committed", "end", "lag") else "left",
-                         no_wrap=True)
+        t = Table(title="Consumer lag (group <prefix>-<stage>; --json has offsets)", title_justify="left")
+        for col in ("stage", "topic", "lag", "by partition"):
+            t.add_column(col, justify="right" if col == "lag" else "left", no_wrap=col != "by partition")
+        grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for r in k["lag"]:
-            style = "bold red" if r["lag"] > 1000 else ("yellow" if r["lag"] > 1 else "")
-            t.add_row(r["stage"], r["topic"], str(r["partition"]),
-                      "-" if r["committed"] is None else str(r["committed"]), str(r["end"]),
-                      Text(str(r["lag"]), style=style))
-        t.caption = "(lag 1 on a caught-up transactional topic is its commit marker)"
+            grouped[(r["stage"], r["topic"])].append(r)
+        for (stage, topic), rows in grouped.items():
+            total = sum(r["lag"] for r in rows)
+            style = "bold red" if total > 1000 else ("yellow" if total > len(rows) else "")
+            by_part = "  ".join(f"{r['partition']}:{r['lag']}" + ("" if r["committed"] is not None else "*")
+                                for r in sorted(rows, key=lambda r: r["partition"]))
+            t.add_row(stage, topic, Text(str(total), style=style), by_part)
         parts.append(t)
+        parts.append(Text("  * never committed; a caught-up partition of a transactional topic shows lag 1 "
+                          "(its commit marker)", style="dim"))
         dlq = k["dlq"]
         approx = "" if dlq.get("exact", True) else "about "
         parts.append(Text(f"Dead-letter topic {dlq['topic']}: {approx}{dlq['records']} records retained",
