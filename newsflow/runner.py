@@ -13,6 +13,10 @@ There are exactly three ways out of ``process`` besides returning an ``Out``:
 * any other exception           retried in-process up to ``max_attempts`` (counting the
                                 ``nf-attempts`` header of replayed records), then dead-lettered.
 
+A stage may also define ``close()`` (to release e.g. a worker pool): the runner calls it on
+shutdown, after closing the sink. Drop and Quarantine survive pickling, so a stage may raise them
+in worker processes and hand them back (``process_batch=``).
+
 Where the output goes, and in which order the work becomes durable, is the sink's job
 (``TransactionalKafkaSink`` here, ``ElasticsearchSink`` in ``processors/indexer.py``).
 A sink that cannot accept the batch raises ``SinkUnavailable``: the runner pauses its partitions,
@@ -66,6 +70,9 @@ class Quarantine(Exception):
         super().__init__(f"{reason}: {message}" if message else reason)
         self.reason = reason
         self.message = message or reason
+
+    def __reduce__(self):  # keep reason/message across process boundaries (worker pools)
+        return (type(self), (self.reason, self.message))
 
 
 class SinkUnavailable(Exception):
@@ -301,7 +308,12 @@ class StageRunner:
         try:
             self.sink.close()
         finally:
-            self.consumer.close(autocommit=False)
+            try:
+                self.consumer.close(autocommit=False)
+            finally:
+                stage_close = getattr(self.stage, "close", None)
+                if stage_close is not None:
+                    stage_close()
 
     # --- one batch ---------------------------------------------------------------------------
     def poll(self) -> list[ConsumerRecord]:

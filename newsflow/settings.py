@@ -122,6 +122,21 @@ class Settings(BaseSettings):
     extract_workers: int = Field(2, ge=1, description="Extraction worker processes per processor.")
     extract_timeout_s: float = Field(20.0, gt=0, description="Per-document extraction timeout.")
     story_window: int = Field(20000, ge=100, description="Recent articles kept for story clustering.")
+    extract_min_chars: int = Field(
+        250, ge=0, description="Main text shorter than this also tries trafilatura's baseline; the longer text wins."
+    )
+    extract_memory_mb: int = Field(
+        2048, ge=0, description="Address-space limit of each extraction worker in MiB (0 = none); over it, DLQ."
+    )
+    extract_worker_max_tasks: int = Field(
+        500, ge=0, description="Pages an extraction worker handles before it is replaced (0 = never)."
+    )
+    max_text_bytes: int = Field(
+        1_000_000, ge=1024, description="Article text beyond this many UTF-8 bytes is cut at a word boundary."
+    )
+    enrich_max_chars: int = Field(
+        100_000, ge=1000, description="Characters of text given to NER, quote attribution and keywords."
+    )
 
     # --- Runner --------------------------------------------------------------------------
     batch_size: int = Field(200, ge=1, description="Records per batch (transaction or bulk request).")

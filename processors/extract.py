@@ -1,0 +1,181 @@
+"""Page bytes -> main text + page metadata, with trafilatura. Pure: no Kafka, no network.
+
+Runs inside an extraction worker (``processors/pool.py``). The bytes go to trafilatura as they
+are: it detects the encoding (BOM, ``<meta charset>``, then a guess).
+
+Order matters because trafilatura's content extraction rewrites the parsed tree:
+
+1. ``load_page``  parses the bytes once;
+2. ``read_meta``  reads the metadata off the untouched tree. Cheap structured fields (meta tags,
+   Open Graph, JSON-LD, ``<title>``, ``<link rel=canonical>``) are read at once; the expensive
+   heuristics (htmldate's date search, byline search, category/tag links) are *lazy*: the merge
+   (``processors/merge.py``) calls them only when the feed entry cannot supply the field;
+3. ``extract_text`` takes the main text; when it is empty or shorter than ``min_chars`` it also
+   tries trafilatura's ``baseline`` and keeps the longer of the two.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+
+import trafilatura
+from htmldate import find_date
+from lxml.etree import XPath
+from lxml.html import HtmlElement
+from trafilatura import metadata as tmeta
+from trafilatura.utils import load_html
+
+log = logging.getLogger(__name__)
+
+EXTRACTOR = "trafilatura"
+EXTRACTOR_VERSION = trafilatura.__version__
+BASELINE = "trafilatura-baseline"
+
+
+class EmptyPage(ValueError):
+    """No HTML tree could be built from the bytes (empty, binary, not HTML)."""
+
+
+def _none() -> None:
+    return None
+
+
+def _empty() -> list[str]:
+    return []
+
+
+@dataclass
+class PageMeta:
+    """What the page says about itself. ``date``, ``byline``, ``categories`` and ``link_tags`` are
+    zero-argument callables (computed once, on first call) because they are the expensive part."""
+
+    title: str | None = None
+    site_name: str | None = None
+    description: str | None = None
+    image: str | None = None
+    url: str | None = None
+    author: str | None = None
+    tags: list[str] = field(default_factory=list)
+    lang: str | None = None
+    date: Callable[[], datetime | None] = _none
+    byline: Callable[[], str | None] = _none
+    categories: Callable[[], list[str]] = _empty
+    link_tags: Callable[[], list[str]] = _empty
+
+
+@dataclass(frozen=True)
+class Extraction:
+    text: str
+    extractor: str
+    extractor_version: str = EXTRACTOR_VERSION
+
+
+def load_page(body: bytes) -> HtmlElement:
+    tree = load_html(body)
+    if tree is None:
+        raise EmptyPage("no HTML tree could be built from the page")
+    return tree
+
+
+def parse_page_date(value: str | None) -> datetime | None:
+    """htmldate's output (``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM:SS[+zzzz]``) -> aware datetime.
+    A date without zone is taken as UTC."""
+    if not value:
+        return None
+    try:
+        d = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+# Publication-date markup that publishers fill from their CMS: read directly, no heuristics.
+_DATE_META = XPath(
+    "//meta[@property='article:published_time' or @name='article:published_time'"
+    " or @itemprop='datePublished' or @name='pubdate' or @name='publish-date'"
+    " or @name='parsely-pub-date' or @name='sailthru.date' or @name='dcterms.created'"
+    " or @name='DC.date.issued' or @name='dc.date.issued']/@content"
+)
+_LD_DATE = re.compile(r'"datePublished"\s*:\s*"([^"]{8,40})"')
+
+
+def _markup_date(tree: HtmlElement) -> datetime | None:
+    """``article:published_time``-style meta tags, then JSON-LD ``datePublished``."""
+    values = [str(v) for v in _DATE_META(tree)]
+    for script in tree.iter("script"):
+        if "ld+json" in (script.get("type") or "") and script.text:
+            values += _LD_DATE.findall(script.text)
+    for value in values:
+        d = parse_page_date(value.strip().replace("Z", "+00:00"))
+        if d is not None and datetime(1990, 1, 1, tzinfo=UTC) < d < datetime.now(UTC) + timedelta(days=1):
+            return d
+    return None
+
+
+def _page_date(tree: HtmlElement, url: str | None) -> datetime | None:
+    """Publication-date markup first; else htmldate (markup, then its slower text search)."""
+    found = _markup_date(tree)
+    if found is not None:
+        return found
+    params = {
+        "url": url,
+        "original_date": True,
+        "outputformat": "%Y-%m-%dT%H:%M:%S%z",
+        "max_date": (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d"),
+    }
+    date = find_date(tree, extensive_search=False, **params) or find_date(tree, extensive_search=True, **params)
+    return parse_page_date(date)
+
+
+def _structured(tree: HtmlElement) -> tmeta.Document:
+    doc = tmeta.examine_meta(tree)
+    if doc.author and " " not in doc.author:  # trafilatura's rule: a lone token is rarely a name
+        doc.author = None
+    try:
+        doc = tmeta.extract_meta_json(tree, doc)
+    except Exception as exc:  # noqa: BLE001 - trafilatura guards its JSON-LD parser the same way
+        log.warning("JSON-LD metadata unreadable, meta tags only: %r", exc)
+    return doc
+
+
+def read_meta(tree: HtmlElement, url: str | None) -> PageMeta:
+    """Metadata of the untouched tree. Call before ``extract_text``."""
+    doc = _structured(tree)
+    site = doc.sitename or tmeta.extract_sitename(tree)
+    if site:
+        site = site.lstrip("@")
+        if site and "." not in site and not site[0].isupper():
+            site = site.title()
+    html_lang = tree.get("lang") or tree.get("xml:lang")
+    return PageMeta(
+        title=doc.title or tmeta.extract_title(tree),
+        site_name=site or None,
+        description=doc.description,
+        image=doc.image,
+        url=doc.url or tmeta.extract_url(tree, None),
+        author=doc.author,
+        tags=list(doc.tags or []),
+        lang=html_lang.strip() if html_lang else None,
+        date=cache(lambda: _page_date(tree, url)),
+        byline=cache(lambda: tmeta.extract_author(tree)),
+        categories=cache(lambda: list(doc.categories or []) or tmeta.extract_catstags("category", tree)),
+        link_tags=cache(lambda: tmeta.extract_catstags("tag", tree)),
+    )
+
+
+def extract_text(tree: HtmlElement, body: bytes, url: str | None, *, min_chars: int) -> Extraction:
+    """Main text of the page (comments excluded). Falls back to trafilatura's baseline when the
+    result is empty or shorter than ``min_chars``, keeping whichever text is longer."""
+    doc = trafilatura.bare_extraction(tree, url=url, include_comments=False, with_metadata=False)
+    text = (doc.text or "") if doc is not None else ""
+    if len(text.strip()) >= min_chars:
+        return Extraction(text, EXTRACTOR)
+    _body, fallback, _n = trafilatura.baseline(body)
+    if len((fallback or "").strip()) > len(text.strip()):
+        return Extraction(fallback, BASELINE)
+    return Extraction(text, EXTRACTOR)

@@ -1,0 +1,147 @@
+"""A pool of killable worker processes that run the per-document chain (``processors/article.py``).
+
+Hard limits, per document:
+
+* **time**  ``settings.extract_timeout_s``: pebble kills the worker that overruns and starts a
+  new one; the document becomes ``Quarantine("extract_timeout")`` (one timeout, one dead letter);
+* **size**  pages over ``settings.max_page_bytes`` are quarantined before parsing;
+* **memory** each worker runs under an address-space limit (``settings.extract_memory_mb``): an
+  allocation over it raises MemoryError in the worker (``Quarantine("extract_memory")``), or the
+  worker dies (``Quarantine("worker_died")``) and is replaced.
+
+Workers start from a fork server that pre-imports the heavy libraries (never forked from the
+consumer process, whose Kafka threads may hold locks), load spaCy and the other models once in
+their initializer, die with their parent (``PR_SET_PDEATHSIG``) and are replaced after
+``settings.extract_worker_max_tasks`` documents.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import resource
+import signal
+import sys
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import datetime
+
+from pebble import ProcessExpired, ProcessPool
+from pydantic import ValidationError
+
+from newsflow.runner import Drop, Quarantine
+from newsflow.schema import RawArticle
+from newsflow.settings import Settings
+from processors.article import Built, Limits, build_article
+
+log = logging.getLogger(__name__)
+
+_PRELOAD = ["trafilatura", "htmldate", "lxml.html", "spacy", "yake", "py3langid", "datasketch", "processors.article"]
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    limits: Limits
+    enrich: bool
+    enrich_max_chars: int
+    memory_mb: int
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> WorkerConfig:
+        return cls(Limits.from_settings(s), s.enrich, s.enrich_max_chars, s.extract_memory_mb)
+
+
+@dataclass
+class WorkerResult:
+    built: Built
+    pid: int
+    max_rss_kib: int
+
+
+class _Worker:
+    """Per-process state, created once by the pool initializer."""
+
+    def __init__(self, config: WorkerConfig):
+        from processors.enrich.enricher import Enricher
+
+        self.config = config
+        self.enricher = Enricher(max_chars=config.enrich_max_chars) if config.enrich else None
+
+
+# The one piece of module state: the worker process's models, set by the pool initializer in
+# each worker (never in the consumer process).
+_worker: _Worker | None = None
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def init_worker(config: WorkerConfig) -> None:
+    global _worker
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if config.memory_mb:
+        limit = config.memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    _worker = _Worker(config)
+
+
+def process_value(value: bytes | None, now: datetime | None = None) -> WorkerResult:
+    """In a worker: one ``articles.raw`` record value -> Article (without story label)."""
+    if _worker is None:
+        raise RuntimeError("process_value runs in a pool worker (init_worker was not called)")
+    try:
+        raw = RawArticle.from_bytes(value or b"")
+    except (ValidationError, ValueError) as exc:
+        raise Quarantine("invalid_raw_record", str(exc)[:500]) from None
+    built = build_article(raw, limits=_worker.config.limits, enricher=_worker.enricher, now=now)
+    return WorkerResult(built, os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+class ExtractionPool:
+    """Runs ``process_value`` in worker processes with a per-document timeout."""
+
+    def __init__(self, settings: Settings):
+        self.timeout = settings.extract_timeout_s
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_PRELOAD)
+        self.pool = ProcessPool(
+            max_workers=settings.extract_workers,
+            max_tasks=settings.extract_worker_max_tasks,
+            initializer=init_worker,
+            initargs=(WorkerConfig.from_settings(settings),),
+            context=context,
+        )
+
+    def run(self, values: list[bytes | None], now: datetime | None = None) -> list[WorkerResult | BaseException]:
+        """All values at once (the workers share them out); one outcome per value, in order.
+        Drop/Quarantine/other exceptions are returned, not raised."""
+        futures = [self.pool.schedule(process_value, args=(v, now), timeout=self.timeout) for v in values]
+        return [self._outcome(f) for f in futures]
+
+    def _outcome(self, future) -> WorkerResult | BaseException:
+        try:
+            return future.result()
+        except FutureTimeout:
+            return Quarantine("extract_timeout", f"no result after {self.timeout:g}s; worker killed")
+        except ProcessExpired as exc:
+            return Quarantine("worker_died", f"extraction worker died (exit code {exc.exitcode})")
+        except MemoryError:
+            return Quarantine("extract_memory", "extraction ran out of its memory limit")
+        except (Drop, Quarantine) as exc:
+            return exc
+        except Exception as exc:  # noqa: BLE001 - handed to the runner, which retries then dead-letters
+            return exc
+
+    def close(self) -> None:
+        self.pool.close()
+        self.pool.join(timeout=10)
+        if self.pool.active:
+            self.pool.stop()
+            self.pool.join(timeout=5)
