@@ -124,10 +124,13 @@ class Response:
 
 def _transport(settings: Settings, backend: GuardedBackend) -> httpx.AsyncHTTPTransport:
     """httpx's transport with its connection pool rebuilt on the guarded network backend."""
+    # The fetcher's own limiter bounds requests in flight; the pool only needs room for them. Few idle
+    # keep-alive connections: httpcore scans its whole pool on every request, and most feeds are on
+    # hosts that see one request per cycle (a feed's pages reuse its connection right away).
     limits = httpx.Limits(
-        max_connections=settings.fetch_concurrency * 2,
-        max_keepalive_connections=settings.fetch_concurrency,
-        keepalive_expiry=30.0,
+        max_connections=settings.fetch_concurrency + 8,
+        max_keepalive_connections=max(4, settings.fetch_concurrency // 4),
+        keepalive_expiry=15.0,
     )
     transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
     transport._pool = httpcore.AsyncConnectionPool(  # noqa: SLF001 - httpx has no network_backend argument

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -225,6 +225,7 @@ def test_a_server_answering_304_about_another_etag_is_caught_at_once(site):
     (hostile.wrong_content_type(b"<!doctype html><html><body>home</body></html>", "text/html"), "bad_content_type",
      "backing-off"),
     (hostile.gzip_bomb(32 * 1024 * 1024), "too_large", "backing-off"),
+    (hostile.big_feed(50 * 1024 * 1024), "too_large", "backing-off"),
     (hostile.endless_body(), "too_large", "backing-off"),
     (hostile.huge_headers(), "protocol", "backing-off"),
     (hostile.stall(3.0), "timeout", "backing-off"),
@@ -233,7 +234,7 @@ def test_a_server_answering_304_about_another_etag_is_caught_at_once(site):
 def test_feed_error_classes(site, handler, error_class, state):
     site.add("/feed.xml", handler=handler)
     d = definition(site.url("/feed.xml"))
-    res, st = job(local_settings(max_feed_bytes=1024 * 1024, read_timeout_s=0.5), d)
+    res, st = job(local_settings(max_feed_bytes=1024 * 1024, read_timeout_s=0.5), d)  # 50 MiB > 1 MiB
     assert (res.outcome, st.last_error_class, st.health) == (error_class, error_class, state)
     assert st.consecutive_errors == 1 and st.last_error
     if state == "backing-off":
@@ -274,3 +275,43 @@ def test_permanent_redirects_move_the_feed_after_three_polls_temporary_ones_neve
             res, st = job(local_settings(), d, st)
             got.append(res.moved_to)
         assert got == moves
+
+
+@pytest.mark.parametrize("code", [429, 503])
+def test_retry_after_as_an_http_date_sets_the_next_check(site, code):
+    when = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+    site.add("/feed.xml", handler=hostile.retry_after(code, hostile.http_date(when)))
+    res, st = job(local_settings(), definition(site.url("/feed.xml")))
+    assert (st.next_check_reason, st.next_check_at) == ("retry-after", when)
+
+
+def test_a_slow_drip_feed_times_out_on_the_total_timeout(site):
+    site.add("/feed.xml", handler=hostile.slow_drip(rss("S", []), delay_s=0.2))
+    res, st = job(local_settings(total_timeout_s=1.0), definition(site.url("/feed.xml")))
+    assert (res.outcome, st.health) == ("timeout", "backing-off") and "total" in st.last_error
+
+
+def test_a_100000_entry_feed_yields_at_most_max_entries(site):
+    site.add("/feed.xml", hostile.many_entries_feed(100_000, base=site.url("/a")), content_type="application/rss+xml")
+    res, st = job(local_settings(max_entries_per_feed=20), definition(site.url("/feed.xml")))
+    assert res.outcome == "new" and len(res.pages) == 20 and st.entries_last == 20
+    assert all(o.reason == "http_404" for o, _ in res.pages)  # the pages do not exist: skipped, not retried
+
+
+def test_an_entity_expansion_feed_is_harmless(site):
+    site.add("/feed.xml", hostile.entity_expansion_feed(), content_type="application/rss+xml")
+    site.add("/only", hostile.page_html("only", "x"))
+    res, st = job(local_settings(), definition(site.url("/feed.xml")))
+    assert res.outcome in ("new", "parse", "unchanged")
+    assert len(st.title or "") < 10_000
+
+
+def test_a_page_with_a_wrong_charset_declaration_gets_the_charset_its_bytes_have(site):
+    text = "Die Bürgerinnen und Bürger von Zürich stimmten über die Brücke ab. Öffentlicher Verkehr, Straßen. "
+    site.add("/p", ("<html><body><p>" + text * 30 + "</p></body></html>").encode("cp1252"),
+             content_type="text/html; charset=utf-8")
+    site.add("/feed.xml", rss("S", [{"link": site.url("/p"), "guid": "p"}]), content_type="application/rss+xml")
+    res, _ = job(local_settings(), definition(site.url("/feed.xml")))
+    [raw] = raw_of(res)
+    assert raw.charset not in ("utf-8", None)
+    assert "Bürger" in raw.body.decode(raw.charset)
