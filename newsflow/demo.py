@@ -5,11 +5,13 @@
 2. Point the pipeline at it (a feed list with that one feed, ``allow_private_addresses``), apply
    the topology, and run poller, processor and indexer under the supervisor, as ``newsflow run``
    would, with progress every few seconds.
-3. Once every demo article is searchable behind the alias (or the time is up), print
+3. Once every demo article has been (re)indexed behind the alias (or the time is up), print
    ``newsflow status``, stop the stages, and print search hits.
 
-The site's URLs are stable (fixed port), so running the demo again re-indexes the same documents
-instead of adding new ones.
+The articles flow through the real ``articles.*`` topics into the ``articles`` alias. The feed
+tables are the demo's own, made for this run and deleted at its end: so every run polls the site
+afresh, and a feed list of ``make run`` is neither polled nor changed. The site's URLs are stable
+(fixed port), so running the demo again re-indexes the same documents instead of adding new ones.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -90,12 +93,16 @@ class DemoSite:
         self.server.server_close()
 
 
-def indexed(settings: Settings, feed_url: str) -> int:
-    """Documents from ``feed_url`` searchable behind the alias (0 while the alias does not exist)."""
+def indexed(settings: Settings, feed_url: str, since: datetime | None = None) -> int:
+    """Documents from ``feed_url`` searchable behind the alias, indexed ``since`` if given (0 while
+    the alias does not exist)."""
+    query: dict = {"bool": {"filter": [{"term": {"feed_url": feed_url}}]}}
+    if since is not None:
+        query["bool"]["filter"].append({"range": {"indexed_at": {"gte": since.isoformat()}}})
     es = make_es(settings, request_timeout=5)
     try:
         es.indices.refresh(index=settings.es_index)
-        return es.count(index=settings.es_index, query={"term": {"feed_url": feed_url}})["count"]
+        return es.count(index=settings.es_index, query=query)["count"]
     except NotFoundError:
         return 0
     finally:
@@ -103,6 +110,7 @@ def indexed(settings: Settings, feed_url: str) -> int:
 
 
 def progress_line(settings: Settings, elapsed: float, docs: int, want: int) -> str:
+    """One line: what each stage has done so far (from its /metrics) and how many articles are in."""
     from newsflow.status import stage_processes
 
     rows, _ = stage_processes(settings)
@@ -113,7 +121,7 @@ def progress_line(settings: Settings, elapsed: float, docs: int, want: int) -> s
             parts.append(f"{r['stage']} in {n['in']:.0f} out {n['out']:.0f}")
         else:
             parts.append(f"{r['stage']} up")
-    return f"[{elapsed:5.1f}s] {' · '.join(parts) or 'starting stages'} · indexed {docs}/{want}"
+    return f"[{elapsed:5.1f}s] {' · '.join(parts) or 'starting stages'} · indexed this run {docs}/{want}"
 
 
 def run_demo(settings: Settings, site: DemoSite, *, timeout_s: float, console: Console,
@@ -124,6 +132,7 @@ def run_demo(settings: Settings, site: DemoSite, *, timeout_s: float, console: C
     from newsflow.topology import apply
 
     want = site.article_count()
+    since = datetime.now(UTC) - timedelta(seconds=1)
     console.print(f"applying topology: topics {settings.topic_raw}, {settings.topic_enriched}, "
                   f"{settings.topic_dlq}; index template {settings.es_index!r}")
     apply(settings)
@@ -137,7 +146,7 @@ def run_demo(settings: Settings, site: DemoSite, *, timeout_s: float, console: C
         while time.monotonic() - started < timeout_s:
             time.sleep(2)
             try:
-                docs = indexed(settings, site.feed_url)
+                docs = indexed(settings, site.feed_url, since)
             except (TransportError, ApiError) as exc:
                 console.print(f"  elasticsearch not answering yet: {exc}")
             console.print("  " + progress_line(settings, time.monotonic() - started, docs, want))
@@ -149,7 +158,36 @@ def run_demo(settings: Settings, site: DemoSite, *, timeout_s: float, console: C
         console.print("stopping the stages (SIGTERM, as Ctrl-C on `newsflow run` does)")
         sup.stop()
         runner.join()
+        drop_feed_tables(settings, console)
     return docs
+
+
+def demo_settings(feeds_file: Path) -> Settings:
+    """Settings of a demo run: the real article topics and alias, feed tables of its own."""
+    run = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    return Settings(
+        feeds_file=feeds_file,
+        allow_private_addresses=True,  # the demo site is on 127.0.0.1
+        topic_feeds=f"newsflow.demo-{run}.feeds",
+        topic_feed_state=f"newsflow.demo-{run}.feed-state",
+        log_level="WARNING",  # the stages' logs would drown the progress lines
+    )
+
+
+def drop_feed_tables(settings: Settings, console: Console) -> None:
+    from kafka.errors import KafkaError
+
+    from newsflow.kafka_io import make_admin
+
+    try:
+        admin = make_admin(settings)
+        try:
+            admin.delete_topics([settings.topic_feeds, settings.topic_feed_state])
+        finally:
+            admin.close()
+    except KafkaError as exc:
+        console.print(f"[yellow]could not delete the demo's feed topics[/yellow] "
+                      f"{settings.topic_feeds}, {settings.topic_feed_state}: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,11 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     with DemoSite(port=args.port) as site, tempfile.TemporaryDirectory(prefix="newsflow-demo-") as tmp:
-        settings = Settings(
-            feeds_file=site.write_feed_list(Path(tmp)),
-            allow_private_addresses=True,  # the demo site is on 127.0.0.1
-            log_level="WARNING",  # the stages' logs would drown the progress lines
-        )
+        settings = demo_settings(site.write_feed_list(Path(tmp)))
         configure_logging(settings)
         console.print(f"[bold]Newsflow demo[/bold]: serving {site.article_count()} articles of a fictional "
                       f"newspaper at {site.feed_url}")
