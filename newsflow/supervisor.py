@@ -170,7 +170,7 @@ class Supervisor:
                             self._start(c)
                         continue
                     code = c.proc.poll()
-                    if code is not None:
+                    if code is not None and not self.stopping:  # Ctrl-C reaches the children first
                         self._reap(c, code, now)
                 time.sleep(0.2)
             return self.shutdown()
