@@ -31,6 +31,7 @@ from datetime import datetime
 from pebble import ProcessExpired, ProcessPool
 from pydantic import ValidationError
 
+from newsflow import metrics
 from newsflow.runner import Drop, Quarantine
 from newsflow.schema import RawArticle
 from newsflow.settings import Settings
@@ -129,6 +130,7 @@ class ExtractionPool:
         try:
             return future.result()
         except FutureTimeout:
+            metrics.EXTRACTION_TIMEOUTS.inc()
             return Quarantine("extract_timeout", f"no result after {self.timeout:g}s; worker killed")
         except ProcessExpired as exc:
             return Quarantine("worker_died", f"extraction worker died (exit code {exc.exitcode})")
