@@ -1,0 +1,116 @@
+"""The per-document chain (processors/article.py, processors/extract.py) without Kafka."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from newsflow.runner import Quarantine
+from newsflow.schema import Article, FeedEntry, RawArticle, article_id
+from processors.article import Limits, build_article, build_from_text, reading_time_s, split_date_line
+from processors.extract import BASELINE
+from tests.conftest import SEED
+from tests.processors.pages import SEED_TITLE, SITE, seed_html
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+URL = "https://news.example/world/2022/02/09/russia-ukraine"
+
+
+def raw_of(body: bytes, *, entry: FeedEntry | None = None, feed_title: str | None = "Fixture Times - World",
+           url: str = URL) -> RawArticle:
+    return RawArticle(
+        id=article_id(url), url=url, canonical_url=url, final_url=url, feed_url="https://news.example/feed.xml",
+        feed_title=feed_title, entry=entry or FeedEntry(), fetched_at=NOW, first_seen_at=NOW,
+        body_b64=RawArticle.encode_body(body),
+    )
+
+
+def test_page_and_feed_metadata_are_merged_with_provenance():
+    entry = FeedEntry(title="Feed headline", published=datetime(2022, 2, 9, 18, 5, tzinfo=UTC),
+                      author="By Jane Reporter", tags=["Ukraine"])
+    article = build_article(raw_of(seed_html(), entry=entry), limits=Limits(), now=NOW).article
+    assert article.title == SEED_TITLE  # page title, site name cut off
+    assert article.published_at == datetime(2022, 2, 9, 18, 5, tzinfo=UTC)  # the feed's date wins
+    assert article.author == "Jane Reporter"  # no author markup on the page: the feed's, cleaned
+    assert article.site_name == SITE and article.source == "Fixture Times - World"
+    assert article.language == "en"  # <html lang> when enrichment is off
+    assert article.tags == ["Ukraine"]
+    assert article.provenance.extractor == "trafilatura"
+    assert article.provenance.fields.items() >= {
+        "title": "page", "published_at": "feed", "author": "feed", "site_name": "page", "text": "trafilatura",
+        "language": "page:html-lang", "canonical_url": "poller",
+    }.items()
+    assert article.provenance.steps == {"enrichment": "off (settings.enrich)"}
+    assert "Jen Psaki, the White House press secretary" in article.text
+    assert "Subscribe to our newsletter" not in article.text and "All rights reserved" not in article.text
+    assert article.word_count == len(article.text.split()) > 400
+    assert article.reading_time_s == reading_time_s(article.word_count)
+    assert article.persons == [] and article.minhash is None and article.content_hash
+    Article.from_bytes(article.to_bytes())  # valid against the schema
+
+
+def test_page_metadata_fills_what_the_feed_lacks():
+    page = seed_html(author="Fixture Reporter", published="2022-02-09T19:30:00+00:00")
+    article = build_article(raw_of(page, feed_title=None), limits=Limits(), now=NOW).article
+    assert article.published_at == datetime(2022, 2, 9, 19, 30, tzinfo=UTC)
+    assert article.provenance.fields["published_at"] == "page"
+    assert article.author == "Fixture Reporter" and article.provenance.fields["author"] == "page"
+    assert article.source == SITE
+
+
+def test_legacy_charset_is_detected_from_the_bytes():
+    text = "Der Bürgermeister sagte, die Brücke über den Fluss werde im Frühjahr repariert. " * 8
+    page = f'<html><head><meta charset="windows-1252"><title>Brücke</title></head><body><article><p>{text}</p>' \
+           f"<p>{text}</p></article></body></html>"
+    article = build_article(raw_of(page.encode("cp1252")), limits=Limits(), now=NOW).article
+    assert "Bürgermeister" in article.text and "Frühjahr" in article.text
+    assert article.title == "Brücke"
+
+
+def test_baseline_fallback_when_the_main_text_is_too_short():
+    body = "<html><body><div id='comments'><p>" + "Comment words that are many here. " * 20 + "</p></div>" \
+           "<p>Hi there.</p></body></html>"
+    article = build_article(raw_of(body.encode()), limits=Limits(min_chars=250), now=NOW).article
+    assert article.provenance.extractor == BASELINE and article.provenance.fields["text"] == BASELINE
+    assert article.text.count("Comment words") == 20
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"", "not_html"),
+    (b"%PDF-1.4 \x89\x00\x00 binary", "not_html"),
+    (b"<html><head><title>Video</title></head><body><div> <img src='/v.jpg'> </div></body></html>", "empty_extraction"),
+    (b"<html><body><p>" + b"x " * 6000 + b"</p></body></html>", "page_too_large"),
+])
+def test_pages_that_can_never_become_articles_are_quarantined(body, reason):
+    with pytest.raises(Quarantine) as exc:
+        build_article(raw_of(body), limits=Limits(max_page_bytes=10_000), now=NOW)
+    assert exc.value.reason == reason
+
+
+def test_text_is_truncated_utf8_safely():
+    para = "Ein schöner Absatz über die Lage am Hafen und die Schiffe dort. " * 40
+    page = f"<html><body><article>{'<p>' + para + '</p>' * 1}{('<p>' + para + '</p>') * 20}</article></body></html>"
+    article = build_article(raw_of(page.encode()), limits=Limits(max_text_bytes=5000), now=NOW).article
+    assert len(article.text.encode("utf-8")) <= 5000
+    article.text.encode("utf-8").decode("utf-8")
+
+
+@pytest.mark.parametrize(("text", "date", "rest"), [
+    (" date 2022-02-09 US officials have warned.", datetime(2022, 2, 9, tzinfo=UTC), "US officials have warned."),
+    ("date 2022-02-09\nFirst paragraph.", datetime(2022, 2, 9, tzinfo=UTC), "First paragraph."),
+    ("date 2022-13-40 Bad date.", None, "date 2022-13-40 Bad date."),
+    ("No date line.", None, "No date line."),
+])
+def test_plain_text_date_line(text, date, rest):
+    assert split_date_line(text) == (date, rest)
+
+
+def test_plain_text_file(tmp_path):
+    built = build_from_text(SEED.read_text(encoding="utf-8"), path=SEED, limits=Limits(), now=NOW)
+    a = built.article
+    assert a.published_at == datetime(2022, 2, 9, tzinfo=UTC)
+    assert a.provenance.fields["published_at"] == "text:date-line" and a.provenance.extractor == "plain-text"
+    assert a.text.startswith("US officials have warned") and a.url == SEED.resolve().as_uri()
+    assert json.loads(a.to_bytes())["id"] == article_id(a.url)
