@@ -221,6 +221,7 @@ class _Resolver:
             return (owners.pop() if len(owners) == 1 else None), raw
         name = _TITLE.sub("", raw)
         name = re.sub(r"(?:['’]s)$", "", name)
+        name = re.sub(r"(?<=\w\w)\.$", "", name)  # sentence full stop, not an initial ("J.")
         resolved = self.people.aliases.get(name.casefold())
         return (resolved or name or None), raw
 
