@@ -109,13 +109,14 @@ def indexed(settings: Settings, feed_url: str, since: datetime | None = None) ->
         es.close()
 
 
-def progress_line(settings: Settings, elapsed: float, docs: int, want: int) -> str:
-    """One line: what each stage has done so far (from its /metrics) and how many articles are in."""
+def progress_line(settings: Settings, pids: set[int | None], elapsed: float, docs: int, want: int) -> str:
+    """One line: what each of our stages (``pids``) has done so far, from its /metrics, and how many
+    articles are in."""
     from newsflow.status import stage_processes
 
     rows, _ = stage_processes(settings)
     parts = []
-    for r in sorted(rows, key=lambda r: r["stage"]):
+    for r in sorted((r for r in rows if r["pid"] in pids), key=lambda r: r["stage"]):
         n = r.get("counters") or {}
         if "in" in n and r["stage"] != "poller":
             parts.append(f"{r['stage']} in {n['in']:.0f} out {n['out']:.0f}")
@@ -149,7 +150,8 @@ def run_demo(settings: Settings, site: DemoSite, *, timeout_s: float, console: C
                 docs = indexed(settings, site.feed_url, since)
             except (TransportError, ApiError) as exc:
                 console.print(f"  elasticsearch not answering yet: {exc}")
-            console.print("  " + progress_line(settings, time.monotonic() - started, docs, want))
+            pids = {c.pid for c in sup.children}
+            console.print("  " + progress_line(settings, pids, time.monotonic() - started, docs, want))
             if docs >= want:
                 break
         console.print()

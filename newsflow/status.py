@@ -188,23 +188,33 @@ def kafka_info(settings: Settings) -> dict[str, Any]:
 
 # --- Elasticsearch ----------------------------------------------------------------------------
 def es_info(settings: Settings) -> dict[str, Any]:
+    """Articles behind the alias; every ``<alias>-*`` index with its article count (top-level
+    documents, not the nested quotes ``_cat`` counts), size, and whether the alias includes it."""
+    alias = settings.es_index
     es = make_es(settings, request_timeout=PROBE_TIMEOUT_S * 2)
     try:
         try:
-            docs = es.count(index=settings.es_index)["count"]
+            docs = es.count(index=alias)["count"]
+            behind = set(es.indices.get_alias(name=alias).body)
         except NotFoundError:
-            return {"ok": True, "alias": settings.es_index, "docs": 0, "indices": [],
-                    "detail": f"no index behind {settings.es_index!r} yet"}
-        cat = es.cat.indices(index=f"{settings.es_index}-*", format="json", bytes="b",
-                             h="index,health,docs.count,store.size")
+            docs, behind = 0, set()
+        cat = es.cat.indices(index=f"{alias}-*", format="json", bytes="b", h="index,health,store.size")
+        counts: dict[str, int] = {}
+        if cat.body:
+            resp = es.search(index=f"{alias}-*", size=0, track_total_hits=False,
+                             aggs={"by_index": {"terms": {"field": "_index", "size": 10_000}}})
+            counts = {b["key"]: b["doc_count"] for b in resp["aggregations"]["by_index"]["buckets"]}
         indices = sorted(
-            ({"index": i["index"], "health": i.get("health"), "docs": int(i.get("docs.count") or 0),
-              "size_bytes": int(i.get("store.size") or 0)} for i in cat.body),
+            ({"index": i["index"], "health": i.get("health"), "docs": counts.get(i["index"], 0),
+              "size_bytes": int(i.get("store.size") or 0), "in_alias": i["index"] in behind} for i in cat.body),
             key=lambda i: i["index"],
         )
-        return {"ok": True, "alias": settings.es_index, "docs": docs, "indices": indices}
+        out = {"ok": True, "alias": alias, "docs": docs, "indices": indices}
+        if not behind:
+            out["detail"] = f"no index behind {alias!r} yet"
+        return out
     except (TransportError, ApiError, OSError) as exc:
-        return {"ok": False, "alias": settings.es_index, "error": _err(exc)}
+        return {"ok": False, "alias": alias, "error": _err(exc)}
     finally:
         es.close()
 
@@ -414,10 +424,11 @@ def render(report: dict[str, Any]) -> Group:
                           + (f" ({e['detail']})" if e.get("detail") else "")))
         if e["indices"]:
             t = Table()
-            for col in ("index", "health", "docs", "size"):
-                t.add_column(col, justify="right" if col in ("docs", "size") else "left", no_wrap=True)
+            for col in ("index", "in alias", "health", "articles", "size"):
+                t.add_column(col, justify="right" if col in ("articles", "size") else "left", no_wrap=True)
             for i in e["indices"]:
-                t.add_row(i["index"], i.get("health") or "-", str(i["docs"]), _size(i["size_bytes"]))
+                t.add_row(i["index"], "yes" if i.get("in_alias", True) else Text("no (old generation?)", style="dim"),
+                          i.get("health") or "-", str(i["docs"]), _size(i["size_bytes"]))
             parts.append(t)
     else:
         parts.append(Text(f"Elasticsearch unreachable: {e.get('error')}", style="bold red"))

@@ -77,6 +77,7 @@ def test_demo_run_exposes_the_named_series_and_stops_cleanly(make_settings, tmp_
             assert {st["stage"] for st in report["stages"]} == STAGES
             assert all(st["health"]["ok"] and st["ready"]["ok"] for st in report["stages"])
             assert report["elasticsearch"]["docs"] == site.article_count()
+            assert sum(i["docs"] for i in report["elasticsearch"]["indices"] if i["in_alias"]) == site.article_count()
             assert report["kafka"]["dlq"]["records"] == 1
             assert {(r["stage"], r["topic"]) for r in report["kafka"]["lag"]} >= {
                 ("processor", s.topic_raw), ("indexer", s.topic_enriched)}
