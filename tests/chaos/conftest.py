@@ -61,6 +61,28 @@ class ChaosStack:
     def restart(self, service: str) -> None:
         self.sh("restart", service)
 
+    def wipe(self) -> None:
+        """Delete every topic and index left on the DEDICATED stack by earlier (interrupted) runs."""
+        from newsflow.elastic import make_es
+        from newsflow.kafka_io import make_admin
+
+        s = self.settings()
+        admin = make_admin(s)
+        try:
+            leftovers = [t for t in admin.list_topics() if not t.startswith("__")]
+            if leftovers:
+                admin.delete_topics(leftovers)
+        finally:
+            admin.close()
+        es = make_es(s)
+        try:
+            es.indices.delete(index="*,-.*", ignore_unavailable=True, allow_no_indices=True,
+                              expand_wildcards="open,closed")
+            for t in es.indices.get_index_template().get("index_templates", []):
+                es.indices.delete_index_template(name=t["name"])
+        finally:
+            es.close()
+
     def settings(self) -> Settings:
         return Settings(kafka_bootstrap=f"127.0.0.1:{self.kafka_port}", es_url=f"http://127.0.0.1:{self.es_port}",
                         state_dir=self.state_dir)
@@ -70,6 +92,7 @@ class ChaosStack:
 def chaos_stack() -> Iterator[ChaosStack]:
     cs = ChaosStack()
     cs.up()
+    cs.wipe()
     try:
         yield cs
     finally:
@@ -88,6 +111,7 @@ def record_case():
     def record(result: Audit) -> None:
         RESULTS.append(result)
         print(result.line(), flush=True)
+        print("  " + ", ".join(f"{k}={v}" for k, v in result.notes.items()), flush=True)
 
     return record
 

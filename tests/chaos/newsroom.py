@@ -54,14 +54,16 @@ def article_page(i: int, title: str) -> bytes:
 class Newsroom:
     """See the module docstring. Thread-safe; start() / stop()."""
 
-    def __init__(self, n_articles: int, n_feeds: int, *, host: str = "127.0.0.1", delay_s: float = 0.0):
+    def __init__(self, n_articles: int, n_feeds: int, *, host: str = "127.0.0.1", delay_s: float = 0.0,
+                 published: int | None = None):
         self.n_articles = n_articles
         self.n_feeds = n_feeds
         self.delay_s = delay_s
         self.fetches: Counter[str] = Counter()
         self.first_served: dict[str, float] = {}  # page path -> monotonic time a feed first listed it
+        self.first_fetched: dict[str, float] = {}  # path -> monotonic time it was first requested
         self.edits: dict[int, int] = {}  # article number -> edit count
-        self.published = n_articles  # entries 0..published-1 are in the feeds
+        self.published = n_articles if published is None else published  # entries 0..published-1 are listed
         self._lock = threading.Lock()
         room = self
 
@@ -78,6 +80,7 @@ class Newsroom:
                 path = self.path.split("?")[0]
                 with room._lock:
                     room.fetches[path] += 1
+                    room.first_fetched.setdefault(path, time.monotonic())
                 body, ctype = room.render(path)
                 if room.delay_s:
                     time.sleep(room.delay_s)

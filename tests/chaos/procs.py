@@ -48,7 +48,9 @@ def guarded_env(s: Settings, guard_log: Path, hosts: dict[str, str] | None = Non
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_") or k == "NEWSFLOW_CORPUS"}
     env.pop("NEWSFLOW_CONFIG", None)
     env |= settings_env(s)
-    env["PYTHONPATH"] = os.pathsep.join([str(GUARD_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # STAGE_CODE_DIR: run the stages from another checkout (e.g. `git archive HEAD`), not the tree.
+    paths = [str(GUARD_DIR), os.environ.get("STAGE_CODE_DIR", ""), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env["NEWSFLOW_TEST_GUARD_LOG"] = str(guard_log)
     env["NEWSFLOW_TEST_HOSTS"] = ",".join(f"{k}={v}" for k, v in (hosts or {}).items())
     env["NEWSFLOW_LOG_FORMAT"] = "json"
@@ -62,10 +64,25 @@ def guard_violations(guard_log: Path) -> list[str]:
     return [ln for ln in guard_log.read_text(encoding="utf-8").splitlines() if ln.startswith("connect\t")]
 
 
-class RssSampler(threading.Thread):
-    """Samples the resident memory of a process and of its whole tree every ``period_s``."""
+def _hwm(pid: int) -> int:
+    """The kernel's high-water mark of a process's resident memory (VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
-    def __init__(self, pid: int, period_s: float = 0.1):
+
+class RssSampler(threading.Thread):
+    """Peak memory of a stage: the kernel's high-water mark (VmHWM) of the stage process, read every
+    ``period_s`` (so it misses at most a peak in the last interval before exit), and the largest sum
+    of the resident sizes of the stage and its children (worker processes) seen at one sample.
+
+    (``wait4``'s ``ru_maxrss`` is no use here: Linux keeps in it the RSS the forked child had before
+    ``exec``, i.e. a copy of the test process's size.)
+    """
+
+    def __init__(self, pid: int, period_s: float = 0.05):
         super().__init__(daemon=True, name=f"rss-{pid}")
         self.pid = pid
         self.period_s = period_s
@@ -80,17 +97,17 @@ class RssSampler(threading.Thread):
             return
         while not self._halt.is_set():
             try:
-                main = proc.memory_info().rss
-                tree = main
+                hwm = _hwm(self.pid)
+                tree = proc.memory_info().rss
                 for child in proc.children(recursive=True):
                     try:
                         tree += child.memory_info().rss
                     except psutil.NoSuchProcess:
                         pass
-            except psutil.NoSuchProcess:
+            except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
                 return
-            self.peak_main = max(self.peak_main, main)
-            self.peak_tree = max(self.peak_tree, tree)
+            self.peak_main = max(self.peak_main, hwm)
+            self.peak_tree = max(self.peak_tree, tree, hwm)
             self._halt.wait(self.period_s)
 
     def stop(self) -> None:
@@ -152,13 +169,29 @@ class StageProcess:
             self.peak_rss_tree = max(self.peak_rss_tree, self.sampler.peak_tree)
         self.exit_codes.append(code)
 
-    def _reap_group(self) -> None:
-        """After the stage exited: kill worker processes it left behind (counted: a leak)."""
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-            self.orphans_reaped += 1
-        except ProcessLookupError:
-            pass
+    def _group_members(self) -> list[psutil.Process]:
+        out = []
+        for p in psutil.process_iter(["pid", "status"]):
+            try:
+                if os.getpgid(p.pid) == self.pid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                pass
+        return out
+
+    def _reap_group(self, grace_s: float = 5.0) -> None:
+        """After the stage exited: give its worker processes ``grace_s`` to follow it, then kill
+        what is left of its process group and count it (a leak)."""
+        deadline = time.monotonic() + grace_s
+        while (left := self._group_members()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if left:
+            self.orphans_reaped += len(left)
+            for p in left:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
 
     def kill9(self) -> None:
         """``kill -9`` the stage: no handler runs, nothing is flushed, its workers die too."""
@@ -190,6 +223,21 @@ class StageProcess:
         self._reap_group()
         self._finish(code)
         return code
+
+    def wait_exit(self, timeout_s: float) -> tuple[int, bool]:
+        """Wait for the stage to exit by itself: (exit code, timed out?). Past ``timeout_s`` it is
+        killed, and the result says so."""
+        assert self.proc is not None
+        timed_out = False
+        try:
+            code = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(self.pid, signal.SIGKILL)
+            code = self.proc.wait(timeout=30)
+        self._reap_group()
+        self._finish(code)
+        return code, timed_out
 
     def tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():

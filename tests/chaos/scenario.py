@@ -74,40 +74,63 @@ class Pipeline:
         except Exception:  # noqa: BLE001 - Elasticsearch may be down on purpose during a case
             return -1
 
-    def wait_indexed(self, at_least: int, timeout_s: float, *, poll_s: float = 2.0) -> int:
-        """Wait until ``at_least`` documents are searchable; returns the count seen last."""
+    def wait_indexed(self, at_least: int, timeout_s: float, *, poll_s: float = 2.0,
+                     settle_s: float | None = None) -> int:
+        """Wait until ``at_least`` documents are searchable; returns the count seen last.
+
+        With ``settle_s``, also stop once the count has not moved for that long while neither
+        processor nor indexer has anything left to consume (records went elsewhere: the audit
+        will say where).
+        """
         deadline = time.monotonic() + timeout_s
         n = self.indexed()
+        last_change, last_n = time.monotonic(), n
         while n < at_least and time.monotonic() < deadline:
             self.check_alive()
             time.sleep(poll_s)
             n = self.indexed()
+            if n != last_n:
+                last_change, last_n = time.monotonic(), n
+            elif settle_s is not None and time.monotonic() - last_change > settle_s:
+                if not any(self.lags().values()):
+                    break
+                last_change = time.monotonic()
         return n
 
-    def wait_progress(self, topic: str, timeout_s: float = 120.0) -> bool:
-        """Wait until ``topic`` grows (a restarted stage is really working again)."""
-        before = sum(au.end_offsets(self.settings, topic).values())
+    def lags(self) -> dict[str, int]:
+        s = self.settings
+        return {"processor": au.lag(s, s.group("processor"), s.topic_raw),
+                "indexer": au.lag(s, s.group("indexer"), s.topic_enriched)}
+
+    def wait_progress(self, measure, timeout_s: float = 90.0) -> bool:
+        """Wait until ``measure()`` grows (a restarted stage is really working again) or every
+        expected article is searchable (nothing left to work on). Returns True on growth."""
+        before = measure()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            time.sleep(0.5)
-            if sum(au.end_offsets(self.settings, topic).values()) > before:
+            self.check_alive()
+            time.sleep(0.25)
+            if measure() > before:
                 return True
+            if self.indexed() >= len(self.room.expected_urls()):
+                return False
         return False
+
+    def topic_size(self, topic: str) -> int:
+        return sum(au.end_offsets(self.settings, topic).values())
 
     def wait_drained(self, timeout_s: float = 120.0) -> dict[str, int]:
         """Wait until the processor and indexer groups have committed past every record."""
-        s = self.settings
         deadline = time.monotonic() + timeout_s
         while True:
-            lags = {"processor": au.lag(s, s.group("processor"), s.topic_raw),
-                    "indexer": au.lag(s, s.group("indexer"), s.topic_enriched)}
+            lags = self.lags()
             if not any(lags.values()) or time.monotonic() > deadline:
                 return lags
             time.sleep(2)
 
     def finish(self, case: str, expected: set[str], *, timeout_s: float) -> au.Audit:
         """Wait for the expected articles, let lag drain, stop every stage, audit."""
-        self.wait_indexed(len(expected), timeout_s)
+        self.wait_indexed(len(expected), timeout_s, settle_s=45)
         seconds = self.elapsed
         lags = self.wait_drained()
         exit_codes = {n: p.stop() for n, p in self.procs.items() if p.proc is not None}
@@ -123,9 +146,18 @@ class Pipeline:
         return result
 
     def stop_all(self) -> None:
+        """Teardown: stop every stage still running, even if stopping one of them fails."""
+        errors = []
         for p in self.procs.values():
-            if p.alive():
-                p.stop(timeout_s=20)
+            try:
+                if p.alive():
+                    p.stop(timeout_s=20)
+            except Exception as exc:  # noqa: BLE001 - keep stopping the others, then report
+                errors.append(exc)
+                if p.proc is not None and p.proc.poll() is None:
+                    p.proc.kill()
+        if errors:
+            raise errors[0]
 
     def logs(self) -> str:
         return "\n".join(f"--- {n} ---\n{p.tail(25)}" for n, p in self.procs.items() if p.starts)
