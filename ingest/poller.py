@@ -57,7 +57,7 @@ from newsflow.topology import ensure_topics
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH_FEEDS = 5000
+MAX_BATCH_FEEDS = 2000  # feeds per batch: bounds the results (and producer buffers) held at once
 REDELIVERY_DELAY = timedelta(seconds=10)
 KNOWN_ARTICLES_CAP = 200_000
 
@@ -311,11 +311,14 @@ class Poller:
             results = self.loop.run(self._gather(batch, self._deadline, tried or {}))
         finally:
             self._deadline = None
+        fetched = time.monotonic()
         self.deliver(batch, results)
         self.stats.batches += 1
-        metrics.CYCLE_SECONDS.observe(time.monotonic() - started)
-        log.info("poll batch: %d feeds, %d polled, %d pages", len(batch), sum(r.polled for r in results),
-                 sum(len(r.pages) for r in results))
+        done = time.monotonic()
+        metrics.CYCLE_SECONDS.observe(done - started)
+        log.info("poll batch: %d feeds, %d polled, %d pages; fetch %.2fs, deliver %.2fs", len(batch),
+                 sum(r.polled for r in results), sum(len(r.pages) for r in results), fetched - started,
+                 done - fetched)
         return results
 
     async def _gather(self, batch: list[tuple[Slot, bool]], deadline: Deadline,
