@@ -90,7 +90,8 @@ def cmd_status(args, settings: Settings) -> int:
         return 0
     from rich.console import Console
 
-    Console().print(render(collect(settings)))
+    console = Console()
+    console.print(render(collect(settings), console.width))
     return 0
 
 

@@ -155,7 +155,7 @@ def run_demo(settings: Settings, site: DemoSite, *, timeout_s: float, console: C
             if docs >= want:
                 break
         console.print()
-        console.print(render(collect(settings)))
+        console.print(render(collect(settings), console.width))
     finally:
         console.print("stopping the stages (SIGTERM, as Ctrl-C on `newsflow run` does)")
         sup.stop()

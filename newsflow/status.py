@@ -341,7 +341,8 @@ def _why(body: dict[str, Any] | None) -> str:
     return str(body.get("detail", ""))
 
 
-def render(report: dict[str, Any]) -> Group:
+def render(report: dict[str, Any], width: int = 100) -> Group:
+    """The report as rich tables for a terminal ``width`` columns wide."""
     parts: list[Any] = []
     c = report["connection"]
     parts.append(Text(f"newsflow status  {report['generated_at']}  kafka {c['kafka_bootstrap']}  "
@@ -410,14 +411,20 @@ def render(report: dict[str, Any]) -> Group:
             line += f"\n  {f[key]}"
     parts.append(Text(line))
     if f.get("worst"):
+        # One feed per row: what it is, then why it is unwell on a dim second line. Long URLs and
+        # errors are cut to the terminal; `newsflow feeds status` has the whole story.
         t = Table(title="Worst feeds", title_justify="left")
-        cols = [c for c in ("url", "feed_id", "state", "retired", "consecutive_errors", "last_error_class",
-                            "last_error", "last_success") if any(c in w for w in f["worst"])]
-        for col in cols:
-            t.add_column(col.replace("_", " "), justify="right" if col == "consecutive_errors" else "left",
-                         overflow="fold")
+        t.add_column("feed", overflow="ellipsis", no_wrap=True, min_width=20, max_width=max(20, width - 48))
+        t.add_column("state", no_wrap=True, min_width=11)
+        t.add_column("errors", justify="right", no_wrap=True, min_width=6)
+        t.add_column("last ok", no_wrap=True, min_width=16)
         for w in f["worst"]:
-            t.add_row(*(_cell(w.get(c)) for c in cols))
+            cell = Text(w.get("url") or w.get("feed_id") or "?", no_wrap=True, overflow="ellipsis")
+            why = ": ".join(x for x in (w.get("last_error_class"), w.get("last_error")) if x)
+            if why:
+                cell.append("\n" + why.replace("\n", " "), style="dim")
+            state = w.get("state") or ("retired" if w.get("retired") else "")
+            t.add_row(cell, state, str(w.get("consecutive_errors", "")), _cell(w.get("last_success")) or "never")
         parts.append(t)
 
     e = report["elasticsearch"]
@@ -444,10 +451,10 @@ def watch(settings: Settings, interval_s: float, console: Console | None = None)
     console = console or Console()
     report = collect(settings)
     feeds_at = time.monotonic()
-    with Live(render(report), console=console, refresh_per_second=4, screen=False) as live:
+    with Live(render(report, console.width), console=console, refresh_per_second=4, screen=False) as live:
         while True:
             time.sleep(interval_s)
             stale = time.monotonic() - feeds_at > FEEDS_REFRESH_S
             report = collect(settings, feeds=None if stale else report["feeds"])
             feeds_at = time.monotonic() if stale else feeds_at
-            live.update(render(report))
+            live.update(render(report, console.width))

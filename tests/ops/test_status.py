@@ -81,7 +81,7 @@ def report(**over) -> dict:
 
 def rendered(rep: dict) -> str:
     console = Console(record=True, width=160)
-    console.print(render(rep))
+    console.print(render(rep, console.width))
     return console.export_text()
 
 
