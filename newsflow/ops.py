@@ -209,7 +209,7 @@ class StageOps:
 
     state: OpsState
     port: int | None
-    registry_file: Path
+    registry_file: Path | None  # None when state_dir is not writable
 
 
 def write_registry(settings: Settings, stage: str, port: int | None) -> Path:
@@ -271,13 +271,19 @@ def stage_ops(
             stop.wait(probe_interval_s)
 
     threading.Thread(target=probe_loop, name="ops-probe", daemon=True).start()
-    registry = write_registry(settings, stage, port)
+    try:
+        registry: Path | None = write_registry(settings, stage, port)
+    except OSError as exc:  # e.g. a read-only filesystem: the stage works, `newsflow status` won't list it
+        registry = None
+        log.warning("cannot register the stage for `newsflow status`", state_dir=str(settings.state_dir),
+                    error=str(exc))
     log.info("stage started", metrics_port=port, group=group, topics=list(topics))
     try:
         yield StageOps(state, port, registry)
     finally:
         stop.set()
-        registry.unlink(missing_ok=True)
+        if registry is not None:
+            registry.unlink(missing_ok=True)
         if server is not None:
             server.shutdown()
             server.server_close()
