@@ -85,11 +85,11 @@ test: up ## the whole test suite on the real local stack
 test-unit: install ## tests that need neither Kafka nor Elasticsearch
 	$(BIN)/pytest -m 'not integration and not chaos' $(PYTEST_ARGS)
 
-test-chaos: up ## fault-injection suite (kills and restarts services; slow)
-	$(BIN)/pytest -m chaos $(PYTEST_ARGS)
+test-chaos: up ## fault-injection + hostile-input suites; chaos runs its own Kafka/ES (9192/9202), ~25 min
+	$(BIN)/pytest -v -m 'chaos or hostile' tests/chaos tests/hostile $(PYTEST_ARGS)
 
-bench: up ## benchmark report: bench/report.md and plots (never part of `make test`)
-	$(BIN)/python bench/run.py
+bench: up ## benchmark report: bench/report.md and plots (never part of `make test`; BENCH_ARGS=--quick)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 replay: install ## re-inject dead letters after a fix: newsflow dlq replay $(REPLAY_ARGS)
 	$(BIN)/newsflow dlq replay $(REPLAY_ARGS)
