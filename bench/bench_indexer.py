@@ -160,6 +160,7 @@ def newsflow_indexer(s: Settings, total: int) -> tuple[float, float, dict[str, i
         consumed = 0
         while consumed < total:
             consumed += runner.step()
+        sink.flush(consumer)  # the last batch is acknowledged and committed
         seconds = time.perf_counter() - started
     finally:
         runner.close()
@@ -259,4 +260,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up the bench topics and indices
     print(json.dumps(run(quick="--quick" in sys.argv[1:]), indent=2))

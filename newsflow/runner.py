@@ -136,6 +136,8 @@ class Sink(Protocol):
         A sink that can make part of a batch durable (Elasticsearch bulk items) may also define
         ``commit_durable(consumer, batch)``: the runner calls it after SinkUnavailable, before it
         polls (where partitions can be revoked), to commit the offsets of what is already durable.
+        A sink that writes in the background may define ``commit_ready(consumer)``: called before
+        every poll, it commits what has become durable without waiting.
         """
 
     def close(self) -> None: ...
@@ -323,6 +325,11 @@ class StageRunner:
     def step(self) -> int:
         """Poll one batch, transform it, deliver it. Returns the number of records consumed."""
         self.last_progress = time.monotonic()
+        # A sink that writes in the background commits what became durable before each poll
+        # (where partitions can be revoked) and when the stream is idle (optional sink hook).
+        commit_ready = getattr(self.sink, "commit_ready", None)
+        if commit_ready is not None:
+            commit_ready(self.consumer)
         records = self.poll()
         if not records:
             return 0

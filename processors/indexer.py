@@ -38,6 +38,7 @@ import time
 from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -112,7 +113,12 @@ class Indexer:
             "version": version_of(article),
             "fetched_at": article.fetched_at.timestamp(),
         }
-        return Out(key=article.id.encode(), value=json.dumps(head).encode() + b"\n" + article.to_bytes())
+        # The validated record is the document as it came, when it is one compact JSON line
+        # (what Article.to_bytes() produces); anything else is re-serialised from the model.
+        body = record.value.strip()
+        if b"\n" in body or not body.endswith(b"}"):
+            body = article.to_bytes()
+        return Out(key=article.id.encode(), value=json.dumps(head).encode() + b"\n" + body)
 
 
 @dataclass(frozen=True)
@@ -209,6 +215,7 @@ class ElasticsearchSink:
         stage: str = "indexer",
         generation: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        pipeline: bool = True,
     ):
         self.settings = settings
         self.es = es or make_es(settings)
@@ -217,8 +224,17 @@ class ElasticsearchSink:
         self._sleep = sleep
         self._producer = None
         self._known_indices: set[str] = set()
-        self._done: set[RecordKey] = set()  # durable records of the batch in flight
+        self._done: set[RecordKey] = set()  # durable records of the batch being written
         self.counts: Tally[str] = Tally()  # indexed, duplicate, dead_letter, retried, commits
+        # Pipelining: a full batch is written in the background while the runner polls and
+        # validates the next one; it is committed when that next batch arrives, or before the
+        # next poll once it is done (commit_ready). One batch at most is ever pending.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"{stage}-bulk") if pipeline else None
+        self._pending: Batch | None = None
+        self._future: Future | None = None
+        self._retry_at = 0.0
+        self._retry_delay = 0.5
+        self._consumer: KafkaConsumer | None = None
 
     @property
     def producer(self):
@@ -228,6 +244,95 @@ class ElasticsearchSink:
 
     # --- the Sink protocol ------------------------------------------------------------------
     def deliver(self, consumer: KafkaConsumer, batch: Batch) -> None:
+        """Make ``batch`` durable and commit it; a full batch (the stream is behind) is written in
+        the background and committed later, see ``settle``. Raises SinkUnavailable, with nothing
+        committed beyond what is durable, if this batch or the one before cannot be written."""
+        self._consumer = consumer
+        if self._writer is not None and len(batch.records) >= self.settings.batch_size:
+            previous = self._pending
+            self.settle(consumer, commit=False)
+            # Elasticsearch starts on this batch while the previous one is committed.
+            self._pending, self._future = batch, self._writer.submit(self._make_durable, batch)
+            if previous is not None:
+                assigned = consumer.assignment()
+                try:
+                    self._commit(consumer, {tp: o for tp, o in previous.offsets().items() if tp in assigned})
+                except SinkUnavailable as exc:  # durable anyway; the next commit covers these partitions
+                    log.warning("offset commit of a durable batch failed: %s", exc)
+            return
+        self.settle(consumer)
+        self._make_durable(batch)
+        self._commit(consumer, batch.offsets())
+        self._done.clear()
+
+    def settle(self, consumer: KafkaConsumer, *, commit: bool = True) -> None:
+        """Wait for the batch written in the background (or write again what is not durable of it
+        after a failure), then commit it (unless the caller does). Raises SinkUnavailable if it
+        cannot be made durable."""
+        if self._pending is None:
+            return
+        batch, future = self._pending, self._future
+        self._future = None
+        if future is not None:
+            future.result()  # re-raises the write's SinkUnavailable; _pending stays for a retry
+        else:
+            self._make_durable(batch)
+        if commit:
+            assigned = consumer.assignment()  # a revoked partition's records are re-read by its new owner
+            self._commit(consumer, {tp: o for tp, o in batch.offsets().items() if tp in assigned})
+        self._pending = None
+        self._done.clear()
+        self._retry_delay = 0.5
+
+    def commit_ready(self, consumer: KafkaConsumer) -> None:
+        """Runner hook, before every poll (where partitions can be revoked): commit the background
+        batch if its write is done, without waiting. A failed write is retried here too, with
+        back-off, so that an idle stream does not leave it uncommitted; meanwhile its durable
+        prefix is committed."""
+        if self._pending is None or (self._future is not None and not self._future.done()):
+            return
+        if self._future is None and time.monotonic() < self._retry_at:
+            return
+        try:
+            self.settle(consumer)
+        except SinkUnavailable as exc:
+            log.warning("background batch not durable yet, retrying in %.1fs: %s", self._retry_delay, exc)
+            self.commit_durable(consumer, self._pending)
+            self._retry_at = time.monotonic() + self._retry_delay
+            self._retry_delay = min(self._retry_delay * 2, 30.0)
+
+    def commit_durable(self, consumer: KafkaConsumer, batch: Batch) -> None:
+        """Commit what is durable of a batch that could not be delivered whole (runner hook). With a
+        background batch pending, only its durable part: the later batch has not been written."""
+        offsets = durable_offsets(self._pending or batch, self._done)
+        if offsets:
+            try:
+                self._commit(consumer, offsets)
+            except SinkUnavailable as exc:  # the whole batch is retried anyway
+                log.warning("could not commit the durable part of the batch: %s", exc)
+
+    def flush(self, consumer: KafkaConsumer) -> None:
+        """Make everything delivered so far durable and committed (reindex before its alias swap)."""
+        self.settle(consumer)
+
+    def close(self) -> None:
+        try:
+            if self._pending is not None and self._consumer is not None:
+                try:
+                    self.settle(self._consumer)
+                except SinkUnavailable as exc:
+                    log.warning("closing with a batch not durable, not committed (it will be re-read): %s", exc)
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+            if self._producer is not None:
+                self._producer.close(timeout=10)
+            self.es.close()
+
+    # --- internals ------------------------------------------------------------------------------
+    def _make_durable(self, batch: Batch) -> None:
+        """Dead letters of the transform, then the bulk write, then the DLQ for what Elasticsearch
+        refused for good. Skips what is already durable; fills ``_done``."""
         self._dead_letter([d for d in batch.dead if record_key(d.record) not in self._done])
         items = [BulkItem.from_output(r, o) for r, o in batch.outputs if record_key(r) not in self._done]
         if items:
@@ -236,24 +341,7 @@ class ElasticsearchSink:
                 self._write(items, rejected)
             finally:  # even if Elasticsearch went away mid-batch: these verdicts are final
                 self._dead_letter(rejected)
-        self._commit(consumer, batch.offsets())
-        self._done.clear()
 
-    def commit_durable(self, consumer: KafkaConsumer, batch: Batch) -> None:
-        """Commit what is durable of a batch that could not be delivered whole (runner hook)."""
-        offsets = durable_offsets(batch, self._done)
-        if offsets:
-            try:
-                self._commit(consumer, offsets)
-            except SinkUnavailable as exc:  # the whole batch is retried anyway
-                log.warning("could not commit the durable part of the batch: %s", exc)
-
-    def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close(timeout=10)
-        self.es.close()
-
-    # --- internals ------------------------------------------------------------------------------
     def _commit(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         try:
             consumer.commit(offsets)

@@ -122,6 +122,7 @@ def drain(runner: StageRunner, ends: dict[TopicPartition, int], progress: Progre
             done = sum(max(0, min(positions[tp], ends[tp]) - starts[tp]) for tp in ends)
             progress(done, total)
         if all(positions[tp] >= ends[tp] for tp in ends):
+            runner.sink.flush(consumer)  # the last batch may still be written in the background
             return consumed
 
 

@@ -55,9 +55,28 @@ def make_article(url: str | None = None, **fields: Any) -> Article:
     return Article(**base)
 
 
+def enriched_seed() -> Article | None:
+    """The seed article through the real processing chain (``newsflow enrich SEED --json``), once
+    the processors provide that command; None before that."""
+    import subprocess
+    import sys
+
+    from newsflow.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no API
+    if "enrich" not in commands:
+        return None
+    done = subprocess.run([sys.executable, "-m", "newsflow.cli", "enrich", str(SEED), "--json"],
+                          capture_output=True, text=True, timeout=300, check=True)
+    return Article.model_validate_json(done.stdout)
+
+
 def seed_article() -> Article:
-    """The seed article (../shared/seed) as an enriched document, entities and quotes by hand
-    (what issue 4 expects the processors to find)."""
+    """The seed article (../shared/seed) as an enriched document: the real enrichment when
+    ``newsflow enrich`` exists, else entities and quotes by hand (what issue 4 expects)."""
+    real = enriched_seed()
+    if real is not None:
+        return real
     raw = SEED.read_text(encoding="utf-8")
     first, _, body = raw.partition("\n")
     date = datetime.fromisoformat(first.split()[1]).replace(tzinfo=UTC)
@@ -213,3 +232,13 @@ def faulty_es(settings: Settings, faults: BulkFaults) -> Elasticsearch:
     """The real client with injected per-item 429s (``options()`` keeps the subclass)."""
     cls = type("FaultyES", (_FaultyES,), {"faults": faults})
     return cls(settings.es_url, request_timeout=30, max_retries=0, retry_on_timeout=False)
+
+
+def wait_assigned(runner: StageRunner, timeout_s: float = 60.0, settle_s: float = 1.5) -> None:
+    """Wait until a runner (polling in another thread) owns partitions, plus a moment: with a
+    freshly created topic kafka-python's first assignment is often followed by a second one."""
+    deadline = time.monotonic() + timeout_s
+    while not runner.consumer.assignment() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert runner.consumer.assignment(), "the runner never joined its group"
+    time.sleep(settle_s)
