@@ -17,7 +17,7 @@ from tests.ops.helpers import newsflow, wait_until
 
 pytestmark = pytest.mark.integration
 
-N = 120
+N = 60
 
 
 def produce_raw(settings, n: int) -> set[str]:
