@@ -225,7 +225,7 @@ class ElasticsearchSink:
         self._producer = None
         self._known_indices: set[str] = set()
         self._done: set[RecordKey] = set()  # durable records of the batch being written
-        self.counts: Tally[str] = Tally()  # indexed, duplicate, dead_letter, retried, commits
+        self.counts: Tally[str] = Tally()  # indexed, duplicate, dead_letter, retried, commits, background
         # Pipelining: a full batch is written in the background while the runner polls and
         # validates the next one; it is committed when that next batch arrives, or before the
         # next poll once it is done (commit_ready). One batch at most is ever pending.
@@ -253,6 +253,7 @@ class ElasticsearchSink:
             self.settle(consumer, commit=False)
             # Elasticsearch starts on this batch while the previous one is committed.
             self._pending, self._future = batch, self._writer.submit(self._make_durable, batch)
+            self.counts["background"] += 1
             if previous is not None:
                 assigned = consumer.assignment()
                 try:

@@ -279,6 +279,57 @@ def test_persistent_rejections_pause_and_commit_only_what_is_durable(make_settin
     assert sorted(d["_id"] for d in docs) == sorted(a.id for a in articles)
 
 
+def test_full_batches_written_in_the_background_never_commit_ahead_of_elasticsearch(make_settings):
+    """Under load a full batch is written while the next is read. When a background write fails,
+    the next delivery pauses, commits the failed batch's durable prefix only, and resumes in order."""
+    s = make_settings(topic_partitions=1, batch_size=20, es_bulk_max_retries=0)
+    articles = [make_article() for _ in range(100)]
+    offsets = [o for _p, o in produce(s, articles, partition=0)]
+    stuck = articles[45]  # in the third full batch
+    release = threading.Event()
+    faults = BulkFaults(lambda ids: {i for i, d in enumerate(ids) if d == stuck.id and not release.is_set()})
+    sink = ElasticsearchSink(s, es=faulty_es(s, faults), sleep=lambda _s: None)
+    consumer = make_consumer(s, s.group("indexer"))
+    es = make_es(s)
+    commits: list[int] = []
+    violations: list[str] = []
+    real_commit = consumer.commit
+
+    def audited_commit(offsets_=None, **kw):
+        for tp, om in offsets_.items():
+            below = [a.id for a, o in zip(articles, offsets, strict=True) if o < om.offset]
+            missing = [d["_id"] for d in es.mget(index=f"{s.es_index}-2024.03", ids=below)["docs"] if not d["found"]]
+            if missing:
+                violations.append(f"commit {om.offset} on {tp} passes unacknowledged {missing}")
+            commits.append(om.offset)
+        return real_commit(offsets_, **kw)
+
+    consumer.commit = audited_commit
+    runner = make_runner(s, sink=sink, consumer=consumer)
+    thread = threading.Thread(target=runner.run, kwargs={"idle_exit_s": 30}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while offsets[45] not in commits and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert offsets[45] in commits, "the durable prefix of the failed background batch is committed"
+        assert max(commits) == offsets[45], "nothing beyond it"
+        release.set()
+        deadline = time.monotonic() + 90
+        while offsets[-1] + 1 not in commits and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        release.set()
+        runner.stop()
+        thread.join(timeout=60)
+        es.close()
+
+    assert not violations, violations
+    assert sink.counts["background"] >= 3
+    assert commits == sorted(commits) and commits[-1] == offsets[-1] + 1
+    assert Counter(d["_id"] for d in all_docs(s)) == Counter(a.id for a in articles)
+
+
 def test_revocation_during_back_pressure_hands_over_only_what_is_not_durable(make_settings):
     """Indexer A is stuck on one record; B joins the group. Whatever partition B takes over, it
     starts at A's durable progress: only the acknowledged records *behind* the stuck one (which
