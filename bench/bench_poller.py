@@ -193,7 +193,7 @@ def child(n: int, tag: str, port: int) -> dict[str, Any]:
     return {
         "feeds": n, "wall_s": round(wall, 2), "poll_s": round(batch_time[0], 2), "cpu_s": round(cpu, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "baseline_rss_mib": round(baseline, 1), "polled": len(poller.stats.polled),
+        "baseline_rss_mib": round(baseline, 1), "polled": poller.stats.polls,
         "batches": poller.stats.batches, "pages_produced": poller.stats.produced, "outcomes": outcomes,
     }
 

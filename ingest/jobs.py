@@ -26,7 +26,7 @@ from ingest.decode import detect_charset
 from ingest.limits import Deadline
 from ingest.fetch import Deferred, FetchError, Fetcher, Response
 from ingest.parse import EntryRef, NotAFeed, check_page_type, page_article_id, parse_feed
-from ingest.robots import RobotsCache, Verdict
+from ingest.robots import ROBOTS_MAX_BYTES, RobotsCache, Verdict
 from ingest.schedule import error_kind
 from ingest.state import (
     FeedDefinition, FeedState, PageOutcome, Policy, conditional_headers, first_seen_for, on_error, on_feed,
@@ -257,8 +257,6 @@ class FeedJobs:
         ])
 
     async def _fetch_robots(self, url: str) -> tuple[int, bytes]:
-        from ingest.robots import ROBOTS_MAX_BYTES
-
         try:
             resp = await self.fetcher.get(url, max_bytes=ROBOTS_MAX_BYTES, headers={"Accept": "text/plain"},
                                           what="robots.txt")

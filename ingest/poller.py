@@ -31,6 +31,7 @@ import random
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from ingest.jobs import FeedJobs, JobResult
 from ingest.limits import Deadline
 from ingest.netguard import Resolver
 from ingest.state import (
-    FeedDefinition, FeedState, Policy, moved_definition, new_state, reconcile, settle, utcnow,
+    FeedDefinition, FeedState, Policy, moved_definition, new_state, on_error, reconcile, settle, utcnow,
 )
 from ingest.store import (
     load_feeds_file, partitions_of, put_definition, put_state, read_table, states, table_consumer,
@@ -74,8 +75,11 @@ class Slot:
 
 @dataclass
 class PollerStats:
+    """Counters of this process (tests, benchmark, logs); the metrics say the same to Prometheus."""
+
     batches: int = 0
-    polled: list[str] = field(default_factory=list)  # feed ids, in poll order (one per poll)
+    polls: int = 0
+    polled: deque[str] = field(default_factory=lambda: deque(maxlen=10_000))  # the latest polls' feed ids
     produced: int = 0
     dead_lettered: int = 0
 
@@ -128,7 +132,7 @@ class Poller:
         if self._deadline is not None:
             self._deadline.expire()
 
-    def run(self, *, once: bool = False, force: bool = False, max_batches: int | None = None) -> None:
+    def run(self, *, once: bool = False, force: bool = False) -> None:
         """Poll until stopped (SIGTERM/SIGINT in the main thread). ``once``: poll each due feed of this
         instance at most once, finish their pages, and return. ``force``: treat every active feed as due
         (an operator's override; Retry-After is still honoured)."""
@@ -156,8 +160,6 @@ class Poller:
                     polled |= {r.feed_id for r in results if r.polled}
                     for r in results:
                         tried.setdefault(r.feed_id, set()).update(o.ref.key for o, _ in r.pages)
-                if max_batches is not None and self.stats.batches >= max_batches:
-                    break
         finally:
             self.close()
 
@@ -228,6 +230,10 @@ class Poller:
         if a.assigned:
             tps = sorted(a.assigned, key=lambda tp: tp.partition)
             a.assigned.clear()
+            # The table is read whole on every assignment: the consumer may keep the position it had in a
+            # partition it owned before the rebalance, so rewind, and drop what this poll returned for it.
+            self.consumer.seek_to_beginning(*tps)
+            polled = {tp: recs for tp, recs in polled.items() if tp not in tps}
             ends = self.consumer.end_offsets(tps)
             for tp in tps:
                 self.ready.discard(tp.partition)
@@ -334,8 +340,6 @@ class Poller:
                     raise r
                 # A bug, not a feed problem: record it on the feed (never silently drop it) and back off.
                 log.error("feed job %s failed: %r", slot.state.url, r, exc_info=r)
-                from ingest.state import on_error
-
                 state = on_error(slot.state, error_class="internal", message=f"{type(r).__name__}: {r}",
                                  status=None, headers=None, now=self.clock(), policy=self.policy, rand=self.rand())
                 r = JobResult(slot.definition.id, state, polled=True, outcome="internal")
@@ -372,6 +376,7 @@ class Poller:
             if r.polled:
                 metrics.POLLS.labels(r.outcome or "unknown").inc()
                 self.stats.polled.append(r.feed_id)
+                self.stats.polls += 1
             for o, rec in r.pages:
                 if o.ref.key in ok and o.article_id:
                     self.known_articles.setdefault(o.article_id[:16], int((o.first_seen or now).timestamp()))

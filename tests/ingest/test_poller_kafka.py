@@ -151,33 +151,55 @@ def test_a_feed_added_while_the_poller_runs_is_polled(site, make_settings):
         bg.stop()
 
 
-def test_two_instances_never_fetch_the_same_feed_in_one_cycle(site, tmp_path, make_settings):
-    n = 16
+def serve_feeds(site, n: int) -> list[str]:
     for i in range(n):
         site.add(f"/f{i}.xml", rss(f"F{i}", pages(site, f"p{i}")), content_type="application/rss+xml")
-    settings = make_settings(feeds_file=feeds_file(tmp_path, *[site.url(f"/f{i}.xml") for i in range(n)]),
-                             host_rate_per_s=200.0, host_concurrency=4, poll_batch_s=0.3)
+    return [site.url(f"/f{i}.xml") for i in range(n)]
+
+
+def test_two_instances_never_fetch_the_same_feed_in_one_cycle(site, tmp_path, make_settings):
+    """A owns everything and polls it; B joins (A keeps one partition, which it must re-read; B loads the
+    state A wrote, so nothing is polled twice); the next cycle is split between them."""
+    n = 16
+    settings = make_settings(feeds_file=feeds_file(tmp_path, *serve_feeds(site, n)), host_rate_per_s=200.0,
+                             host_concurrency=4, poll_batch_s=0.3)
     now = [datetime.now(UTC)]
-    a = Background(Poller(settings, clock=lambda: now[0])).start()
-    b = Background(Poller(settings.model_copy(update={"instance_id": settings.instance_id + "-b"}),
-                          clock=lambda: now[0])).start()
     feed_hits = lambda: [site.hits(f"/f{i}.xml") for i in range(n)]  # noqa: E731
+    a = Background(Poller(settings, clock=lambda: now[0])).start()
+    b = None
     try:
-        # cycle 1: both start together; whoever owns a feed when it is due polls it, once
-        wait_for(lambda: len(a.poller.stats.polled) + len(b.poller.stats.polled) >= n, what="cycle 1")
+        wait_for(lambda: a.poller.stats.polls >= n, what="cycle 1 by A alone")
+        b = Background(Poller(settings.model_copy(update={"instance_id": settings.instance_id + "-b"}),
+                              clock=lambda: now[0])).start()
         wait_for(lambda: len(a.poller.ready) == 1 and len(b.poller.ready) == 1, what="one partition each")
-        in_cycle_1 = {id(p): len(p.stats.polled) for p in (a.poller, b.poller)}
-        assert feed_hits() == [1] * n
-        # cycle 2: every feed is due again; the two owners split the work
-        now[0] += timedelta(days=2)
+        assert sum(len(p.slots) for p in (a.poller, b.poller)) == n  # A re-read its partition whole
+        assert b.poller.stats.polls == 0 and feed_hits() == [1] * n
+        polls_before = a.poller.stats.polls
+        now[0] += timedelta(days=2)  # cycle 2: every feed is due again
         wait_for(lambda: all(h >= 2 for h in feed_hits()), what="cycle 2")
     finally:
         a.stop()
-        b.stop()
+        if b is not None:
+            b.stop()
     assert feed_hits() == [2] * n
-    polled_a = a.poller.stats.polled[in_cycle_1[id(a.poller)]:]
-    polled_b = b.poller.stats.polled[in_cycle_1[id(b.poller)]:]
+    polled_a = list(a.poller.stats.polled)[polls_before:]
+    polled_b = list(b.poller.stats.polled)
     assert polled_a and polled_b
     assert not set(polled_a) & set(polled_b)
     assert len(polled_a) + len(polled_b) == n
     assert all(site.hits(f"/p{i}") == 1 for i in range(n))  # and no page twice
+
+
+def test_two_instances_started_together_poll_each_feed_once(site, tmp_path, make_settings):
+    n = 12
+    settings = make_settings(feeds_file=feeds_file(tmp_path, *serve_feeds(site, n)), host_rate_per_s=200.0,
+                             poll_batch_s=0.3)
+    runs = [Background(Poller(settings.model_copy(update={"instance_id": f"{settings.instance_id}-{k}"})),
+                       once=True) for k in range(2)]
+    for r in runs:
+        r.start()
+    for r in runs:
+        r.thread.join(timeout=120)
+        assert not r.thread.is_alive() and r.error is None
+    assert [site.hits(f"/f{i}.xml") for i in range(n)] == [1] * n
+    assert sum(r.poller.stats.polls for r in runs) == n
