@@ -16,6 +16,7 @@ from kafka import TopicPartition
 
 from newsflow.elastic import make_es
 from newsflow.kafka_io import make_consumer
+from newsflow.schema import article_id
 from newsflow.settings import Settings
 
 
@@ -124,13 +125,14 @@ def audit(case: str, s: Settings, expected: set[str], seconds: float) -> Audit:
     """Compare Elasticsearch with the expected canonical URLs and ``articles.enriched`` with itself.
 
     duplicated = extra Elasticsearch documents for one URL (across every index behind the alias)
-               + extra records of one article in ``articles.enriched`` (read_committed), i.e. a
+               + extra records of one expected article in ``articles.enriched`` (read_committed), i.e. a
                  broken exactly-once hand-off that idempotent indexing would otherwise hide.
     """
     urls = es_urls(s)
     lost = sorted(expected - set(urls))
     es_dups = {u: n for u, n in urls.items() if n > 1}
-    enriched = Counter(r.key for r in read_topic(s, s.topic_enriched))
+    ids = {article_id(u).encode() for u in expected}
+    enriched = Counter(r.key for r in read_topic(s, s.topic_enriched) if r.key in ids)  # poison aside
     topic_dups = {k: n for k, n in enriched.items() if n > 1}
     dlq = read_topic(s, s.topic_dlq)
     a = Audit(

@@ -13,6 +13,7 @@ feeds can be made to grow at a fixed rate (``publish``) for the latency bench.
 from __future__ import annotations
 
 import random
+import sys
 import threading
 import time
 from collections import Counter
@@ -95,9 +96,16 @@ class Newsroom:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer((host, 0), Handler)
-        self.server.daemon_threads = True
-        self.server.request_queue_size = 256
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 256
+
+            def handle_error(self, request, client_address):
+                # a client killed mid-request (kill -9 of the poller) is part of the scenario
+                if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+                    super().handle_error(request, client_address)
+
+        self.server = Server((host, 0), Handler)
         self._thread = threading.Thread(target=self.server.serve_forever, name="newsroom", daemon=True)
 
     # --- addressing ----------------------------------------------------------------------
@@ -124,6 +132,10 @@ class Newsroom:
 
     def write_feeds_file(self, path) -> None:
         path.write_text("feeds:\n" + "".join(f"  - url: {u}\n" for u in self.feed_urls()), encoding="utf-8")
+
+    def total_fetches(self) -> int:
+        with self._lock:
+            return sum(self.fetches.values())
 
     def page_fetches(self) -> Counter[str]:
         with self._lock:

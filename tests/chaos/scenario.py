@@ -28,6 +28,7 @@ CHAOS_OVERRIDES = dict(
     batch_wait_ms=200,
     topic_partitions=3,
     poll_interval_s=3600.0,     # one poll cycle per scenario (a restart polls again)
+    poll_batch_s=5.0,           # the poller delivers every 5 s, so a kill finds some pages sent, some in flight
     poll_min_interval_s=60.0,
     total_timeout_s=30.0,
     shutdown_timeout_s=20.0,
@@ -42,6 +43,7 @@ class Pipeline:
     workdir: Path
     procs: dict[str, StageProcess] = field(default_factory=dict)
     started: float = 0.0
+    crashes: dict[str, list[str]] = field(default_factory=dict)  # stage -> last log lines of each crash
 
     @classmethod
     def create(cls, settings: Settings, room: Newsroom, workdir: Path) -> Pipeline:
@@ -64,9 +66,14 @@ class Pipeline:
         return time.monotonic() - self.started
 
     def check_alive(self) -> None:
+        """Act as the supervisor (``newsflow run``) would: a stage that died on its own (not killed by
+        the test) is restarted at once. Each crash is recorded, and fails the case at the end."""
         for name, p in self.procs.items():
-            if p.proc is not None and not p.alive() and p.proc.returncode not in (0, -9):
-                raise AssertionError(f"{name} exited with {p.proc.returncode}:\n{p.tail()}")
+            if p.proc is not None and p.starts and not p.alive() and p.proc.returncode != -9:
+                code = p.proc.returncode
+                p.wait_exit(5)
+                self.crashes.setdefault(name, []).append(f"exit {code}: " + p.tail(3)[-600:])
+                p.start()
 
     def indexed(self) -> int:
         try:
@@ -78,19 +85,20 @@ class Pipeline:
                      settle_s: float | None = None) -> int:
         """Wait until ``at_least`` documents are searchable; returns the count seen last.
 
-        With ``settle_s``, also stop once the count has not moved for that long while neither
-        processor nor indexer has anything left to consume (records went elsewhere: the audit
-        will say where).
+        With ``settle_s``, also stop once nothing has moved for that long (no new document, no page
+        fetched from the site) while neither processor nor indexer has anything left to consume:
+        the records went elsewhere, and the audit will say where.
         """
         deadline = time.monotonic() + timeout_s
         n = self.indexed()
-        last_change, last_n = time.monotonic(), n
+        last_change, last_state = time.monotonic(), (n, self.room.total_fetches())
         while n < at_least and time.monotonic() < deadline:
             self.check_alive()
             time.sleep(poll_s)
             n = self.indexed()
-            if n != last_n:
-                last_change, last_n = time.monotonic(), n
+            state = (n, self.room.total_fetches())
+            if state != last_state:
+                last_change, last_state = time.monotonic(), state
             elif settle_s is not None and time.monotonic() - last_change > settle_s:
                 if not any(self.lags().values()):
                     break
@@ -130,7 +138,7 @@ class Pipeline:
 
     def finish(self, case: str, expected: set[str], *, timeout_s: float) -> au.Audit:
         """Wait for the expected articles, let lag drain, stop every stage, audit."""
-        self.wait_indexed(len(expected), timeout_s, settle_s=45)
+        self.wait_indexed(len(expected), timeout_s, settle_s=90)
         seconds = self.elapsed
         lags = self.wait_drained()
         exit_codes = {n: p.stop() for n, p in self.procs.items() if p.proc is not None}
@@ -142,6 +150,7 @@ class Pipeline:
             peak_rss_mib={n: round(p.peak_rss_tree / 2**20) for n, p in self.procs.items() if p.starts},
             leftover_workers={n: p.orphans_reaped for n, p in self.procs.items() if p.orphans_reaped},
             guard_violations=sum(len(guard_violations(p.guard_log)) for p in self.procs.values()),
+            crashes={n: len(c) for n, c in self.crashes.items()},
         )
         return result
 
@@ -172,3 +181,4 @@ def assert_clean(result: au.Audit, pipeline: Pipeline) -> None:
     assert result.notes["unexpected_docs"] == 0, "documents nobody published\n" + detail
     assert not any(result.notes["lag"].values()), "lag did not drain\n" + detail
     assert result.notes["guard_violations"] == 0, "a stage connected outside loopback\n" + detail
+    assert not pipeline.crashes, f"stages crashed (restarted as the supervisor would): {pipeline.crashes}\n" + detail
