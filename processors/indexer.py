@@ -28,6 +28,14 @@ again; the sink remembers what is durable and re-sends only the rest. So committ
 pass an unacknowledged record, nothing is lost, and since a revocation can only happen inside a
 poll, which always follows ``commit_durable``, a rebalance hands the new owner exactly the records
 that are not durable yet (rebalance-safe).
+
+Under load (a full batch), steps 1-2 run in a background thread while the runner polls and
+validates the next batch; step 3 for that batch happens when the next batch arrives (after its
+write was started) or, at the latest, before the runner's next poll once the write is done
+(``commit_ready``). The order per batch is unchanged: durable first, committed after. One batch at
+most is pending; a write that failed in the background surfaces on the next delivery as
+``SinkUnavailable`` (pause, commit its durable prefix, retry). A rebalance during that window can hand
+the new owner the pending batch again: re-written as counted duplicates, never lost.
 """
 
 from __future__ import annotations
