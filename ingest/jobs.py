@@ -6,8 +6,9 @@ A job does I/O and returns what happened; it produces nothing and persists nothi
 Pages: robots.txt (when ``respect_robots``), the same fetcher and per-host limiter as feeds, HTML only,
 charset determined (``RawArticle.charset``), final URL and useful headers kept. A page whose record
 would exceed ``max_message_bytes`` (or whose body exceeds ``max_page_bytes``) goes to the dead-letter
-topic with reason ``page_too_large``; a page that keeps failing temporarily goes there after
-``max_attempts`` polls with reason ``page_fetch_failed``. Neither stops anything.
+topic with reason ``page_too_large``; a page refused for good (redirect loop, private address, 4xx,
+not HTML, ...) with ``page_<reason>``; a page that keeps failing temporarily after ``max_attempts``
+polls with ``page_fetch_failed``. None of them stops anything; the feed's health shows the last one.
 """
 
 from __future__ import annotations
@@ -174,7 +175,12 @@ class FeedJobs:
     # --- pages ---------------------------------------------------------------------------------
     async def page(self, ref: EntryRef, state: FeedState, definition: FeedDefinition,
                    deadline: Deadline | None = None) -> tuple[PageOutcome, Record | None] | None:
-        """Fetch one entry's page: (outcome, record to produce or None); None when deferred by ``deadline``."""
+        """Fetch one entry's page: (outcome, record to produce or None); None when deferred by ``deadline``.
+
+        Outcomes: ``delivered`` (a RawArticle for ``articles.raw``); ``skipped`` (robots.txt says no);
+        ``retry`` (temporary failure: pending, tried again with the feed's next poll); ``dead`` (a dead
+        letter ``page_<reason>``: too large, refused for good, or still failing after ``max_attempts``).
+        """
         if deadline is not None and deadline.passed():
             return None
         url = ref.page_url
@@ -184,19 +190,22 @@ class FeedJobs:
         first_seen = first_seen_for(state, ref, aid, now, self.known_articles)
         last_try = ref.attempts + 1 >= self.policy.max_attempts
 
-        def outcome(result, reason, record=None):
+        def outcome(result: str, reason: str, message: str = "", raw: RawArticle | None = None):
+            record = None
             if result == "retry" and last_try:
-                result, record = "dead", self._dead(ref, aid, state, first_seen, now, "page_fetch_failed",
-                                                    f"{url}: {reason} (after {ref.attempts + 1} attempts)")
-            metrics.PAGES.labels(result, reason.split(":")[0]).inc()
-            return PageOutcome(ref, result, reason, aid, first_seen), record
+                result, message = "dead", f"{reason}: {message} (after {ref.attempts + 1} attempts)"
+                reason = "fetch_failed"
+            if result == "dead":
+                record = self._dead(ref, aid, state, first_seen, now, f"page_{reason}", f"{url}: {message}", raw)
+            metrics.PAGES.labels(result, reason).inc()
+            return PageOutcome(ref, result, reason, aid, first_seen, message[:300]), record
 
         if self.settings.respect_robots:
             verdict = await self.robots.verdict(url)
             if verdict is Verdict.DISALLOWED:
-                return outcome("skipped", "robots_disallowed")
+                return outcome("skipped", "robots_disallowed", "robots.txt disallows it")
             if verdict is Verdict.UNREACHABLE:
-                return outcome("retry", "robots_unreachable")
+                return outcome("retry", "robots_unreachable", "robots.txt could not be fetched")
         started = time.monotonic()
         try:
             resp = await self.fetcher.get(url, max_bytes=self.settings.max_page_bytes,
@@ -204,27 +213,24 @@ class FeedJobs:
         except Deferred:
             return None
         except FetchError as exc:
-            if exc.error_class == "too_large":
-                return outcome("dead", "page_too_large",
-                               self._dead(ref, aid, state, first_seen, now, "page_too_large", f"{url}: {exc.message}"))
             if error_kind(exc.error_class) == "temporary":
-                return outcome("retry", exc.error_class)
-            return outcome("skipped", exc.error_class)
+                return outcome("retry", exc.error_class, exc.message)
+            return outcome("dead", exc.error_class, exc.message)  # too_large, blocked, redirect_loop, ...
         finally:
             metrics.FETCH_SECONDS.labels("page").observe(time.monotonic() - started)
         if not resp.is_ok:
-            if resp.status in (429,) or resp.status >= 500:
-                return outcome("retry", f"http_{resp.status}")
-            return outcome("skipped", f"http_{resp.status}")
+            if resp.status == 429 or resp.status >= 500:
+                return outcome("retry", f"http_{resp.status}", f"HTTP {resp.status}")
+            return outcome("dead", f"http_{resp.status}", f"HTTP {resp.status} from {resp.final_url}")
         try:
             check_page_type(resp.media_type, resp.body.lstrip()[:2048])
         except NotAFeed as exc:
-            log.info("page %s skipped: %s", url, exc.message)
-            return outcome("skipped", "bad_content_type")
+            return outcome("dead", "bad_content_type", exc.message)
         charset, _source = detect_charset(resp.body, resp.headers.get("content-type"))
         raw = RawArticle(
             id=aid, url=url, canonical_url=canonical_url(url), final_url=resp.final_url, feed_url=state.url,
-            feed_title=state.title or definition.title, entry=FeedEntry(**ref.model_dump(include=set(FeedEntry.model_fields))),
+            feed_title=state.title or definition.title,
+            entry=FeedEntry(**ref.model_dump(include=set(FeedEntry.model_fields))),
             fetched_at=now, first_seen_at=first_seen, status=resp.status,
             content_type=resp.headers.get("content-type"),
             headers={k: resp.headers[k] for k in KEPT_HEADERS if k in resp.headers},
@@ -232,11 +238,10 @@ class FeedJobs:
         )
         value = raw.to_bytes()
         if len(value) > self.settings.max_message_bytes:
-            message = (f"{url}: record of {len(value)} bytes exceeds max_message_bytes "
-                       f"({self.settings.max_message_bytes})")
-            return outcome("dead", "page_too_large", self._dead(ref, aid, state, first_seen, now, "page_too_large",
-                                                                message, raw=raw))
-        return outcome("delivered", "ok", Record(self.settings.topic_raw, aid.encode(), value))
+            return outcome("dead", "too_large", f"record of {len(value)} bytes exceeds max_message_bytes "
+                           f"({self.settings.max_message_bytes})", raw)
+        metrics.PAGES.labels("delivered", "ok").inc()
+        return PageOutcome(ref, "delivered", "ok", aid, first_seen), Record(self.settings.topic_raw, aid.encode(), value)
 
     def _dead(self, ref: EntryRef, aid: str, state: FeedState, first_seen: datetime, now: datetime, reason: str,
               message: str, raw: RawArticle | None = None) -> Record:

@@ -104,6 +104,9 @@ class FeedState(_Model):
     # redirects
     redirect_target: str | None = None
     redirect_streak: int = 0
+    # article pages of this feed that could not be fetched (dead-lettered, or pending a retry)
+    last_page_error: str | None = None
+    last_page_error_at: datetime | None = None
     # entries
     entries_last: int = 0
     new_last: int = 0
@@ -378,6 +381,7 @@ class PageOutcome:
     reason: str
     article_id: str | None = None
     first_seen: datetime | None = None
+    message: str = ""
 
 
 def first_seen_for(state: FeedState, ref: EntryRef, article: str | None, now: datetime,
@@ -404,7 +408,11 @@ def settle(state: FeedState, outcomes: list[PageOutcome], *, delivered_ok: set[s
     seen = dict(state.seen)
     pending = {p.key: p for p in state.pending}
     ts = epoch(now)
+    page_error: dict = {}
     for o in outcomes:
+        if o.result in ("dead", "retry"):
+            page_error = {"last_page_error": f"{o.reason}: {o.ref.page_url}: {o.message}"[:500],
+                          "last_page_error_at": now}
         key = o.ref.key
         if o.result == "skipped" or (o.result in ("delivered", "dead") and key in delivered_ok):
             known = seen.get(key)
@@ -414,7 +422,7 @@ def settle(state: FeedState, outcomes: list[PageOutcome], *, delivered_ok: set[s
         elif o.result == "retry" and key in pending:
             pending[key] = pending[key].model_copy(update={"attempts": pending[key].attempts + 1})
         # a record the producer could not deliver stays pending as it was: fetched again next time
-    return state.model_copy(update={"seen": seen, "pending": list(pending.values()), "updated_at": now})
+    return state.model_copy(update={"seen": seen, "pending": list(pending.values()), "updated_at": now} | page_error)
 
 
 def moved_definition(definition: FeedDefinition, new_url: str, now: datetime) -> FeedDefinition:

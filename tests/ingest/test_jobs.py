@@ -150,10 +150,12 @@ def test_a_page_that_keeps_failing_is_retried_then_dead_lettered(site):
 @pytest.mark.parametrize("content_type, body", [
     ("application/pdf", b"%PDF-1.4"), ("image/jpeg", b"\xff\xd8\xff"),
 ])
-def test_pages_that_are_not_html_are_skipped(site, content_type, body):
+def test_pages_that_are_not_html_are_dead_lettered(site, content_type, body):
     d = serve(site, {"/doc": body}, content_type=content_type)
     res, st = job(local_settings(), d)
-    assert [(o.result, o.reason) for o, _ in res.pages] == [("skipped", "bad_content_type")]
+    assert [(o.result, o.reason) for o, _ in res.pages] == [("dead", "bad_content_type")]
+    assert dict(res.pages[0][1].headers)["nf-error-class"] == b"page_bad_content_type"
+    assert st.last_page_error.startswith("bad_content_type: ")
     assert not st.pending
 
 
@@ -315,3 +317,20 @@ def test_a_page_with_a_wrong_charset_declaration_gets_the_charset_its_bytes_have
     [raw] = raw_of(res)
     assert raw.charset not in ("utf-8", None)
     assert "Bürger" in raw.body.decode(raw.charset)
+
+
+@pytest.mark.parametrize("install, reason", [
+    (lambda site: hostile.install_redirect_loop(site, "/p", "/p2"), "redirect_loop"),
+    (lambda site: site.add("/p", handler=hostile.redirect("http://intranet.example/x", 302)), "blocked"),
+    (lambda site: site.add("/p", handler=hostile.status(404)), "http_404"),
+])
+def test_a_page_refused_for_good_is_dead_lettered_and_shown_on_the_feed(site, install, reason):
+    install(site)
+    site.add("/feed.xml", rss("S", [{"link": site.url("/p"), "guid": "p"}]), content_type="application/rss+xml")
+    res, st = job(local_settings(), definition(site.url("/feed.xml")),
+                  resolver=StubResolver({"intranet.example": "10.0.0.1", "127.0.0.1": "127.0.0.1"}))
+    [(o, rec)] = res.pages
+    assert (o.result, o.reason) == ("dead", reason)
+    assert dict(rec.headers)["nf-error-class"] == f"page_{reason}".encode()
+    assert st.last_page_error.startswith(f"{reason}: {site.url('/p')}") and not st.pending
+    assert st.health == "active"  # the feed itself is fine
