@@ -69,12 +69,29 @@ def enriched_poison() -> list[tuple[str, bytes | None]]:
     ]
 
 
-def inject_poison(s: Settings) -> list[Poison]:
-    """Produce every poison record into its topic; returns where each landed."""
+def feed_table_poison(table: str) -> list[tuple[str, bytes | None]]:
+    """For the compacted feed tables (definitions, per-feed state), which the poller reads."""
+    return [
+        (f"{table}: not json", b"<feed>nope</feed>"),
+        (f"{table}: undecodable bytes", b"\xfe\xff\x00\x00\x81"),
+        (f"{table}: wrong shape", json.dumps({"url": 42, "id": ["x"]}).encode()),
+    ]
+
+
+def inject_poison(s: Settings, *, feed_tables: bool = False) -> list[Poison]:
+    """Produce every poison record into its topic; returns where each landed.
+
+    ``feed_tables`` also poisons the feeds and feed-state topics (only once the poller has seeded
+    the feeds topic: it seeds a topic that was never written to).
+    """
     producer = make_producer(s)
     out: list[Poison] = []
+    topics = [(s.topic_raw, raw_poison()), (s.topic_enriched, enriched_poison())]
+    if feed_tables:
+        topics += [(s.topic_feeds, feed_table_poison("feeds")),
+                   (s.topic_feed_state, feed_table_poison("feed-state"))]
     try:
-        for topic, records in ((s.topic_raw, raw_poison()), (s.topic_enriched, enriched_poison())):
+        for topic, records in topics:
             for kind, value in records:
                 md = producer.send(topic, key=f"poison-{kind}".encode(), value=value).get(timeout=30)
                 out.append(Poison(kind, topic, md.partition, md.offset))

@@ -18,7 +18,7 @@ from tests.chaos import audit as au
 from tests.chaos.newsroom import Newsroom
 from tests.chaos.procs import StageProcess, guard_violations
 
-# Stage settings for the scenarios (see tests/chaos/README.md for why).
+# Stage settings for the scenarios (tests/chaos/README.md says why).
 CHAOS_OVERRIDES = dict(
     enrich=False,               # ~tens of ms/article with spaCy on 2 cores; the faults are the point here
     host_rate_per_s=2000.0,     # every page comes from one local host

@@ -26,6 +26,7 @@ N_ARTICLES = int(os.environ.get("CHAOS_ARTICLES", "10000"))
 N_FEEDS = max(1, N_ARTICLES // 100)
 KILLS = int(os.environ.get("CHAOS_KILLS", "10"))
 DEADLINE_S = float(os.environ.get("CHAOS_DEADLINE_S", "900"))
+SEED = int(os.environ.get("CHAOS_SEED", time.time_ns() % 2**32))  # printed in each case's notes
 
 
 @pytest.fixture
@@ -70,23 +71,23 @@ def _kill_repeatedly(pipeline, stage: str, measure, rnd: random.Random) -> int:
 
 
 def test_kill9_processor_repeatedly(pipeline, record_case):
-    rnd = random.Random(int(os.environ.get("CHAOS_SEED", time.time_ns())))
+    rnd = random.Random(SEED)
     pipeline.start()
     enriched = pipeline.settings.topic_enriched
     mid = _kill_repeatedly(pipeline, "processor", lambda: pipeline.topic_size(enriched), rnd)
     result = pipeline.finish(f"kill -9 processor x{KILLS}", pipeline.room.expected_urls(), timeout_s=DEADLINE_S)
-    result.notes["kills_mid_stream"] = mid
+    result.notes.update(kills_mid_stream=mid, seed=SEED)
     record_case(result)
     assert pipeline.procs["processor"].kills == KILLS
     assert_clean(result, pipeline)
 
 
 def test_kill9_indexer_repeatedly(pipeline, record_case):
-    rnd = random.Random(int(os.environ.get("CHAOS_SEED", time.time_ns())))
+    rnd = random.Random(SEED)
     pipeline.start()
     mid = _kill_repeatedly(pipeline, "indexer", pipeline.indexed, rnd)
     result = pipeline.finish(f"kill -9 indexer x{KILLS}", pipeline.room.expected_urls(), timeout_s=DEADLINE_S)
-    result.notes["kills_mid_stream"] = mid
+    result.notes.update(kills_mid_stream=mid, seed=SEED)
     record_case(result)
     assert pipeline.procs["indexer"].kills == KILLS
     assert_clean(result, pipeline)
@@ -164,7 +165,7 @@ def test_poison_records_reach_the_dlq(pipeline, record_case):
     early = inject_poison(s)
     pipeline.start()
     pipeline.wait_indexed(N_ARTICLES // 3, timeout_s=DEADLINE_S)
-    late = inject_poison(s)  # mid-stream, between good records
+    late = inject_poison(s, feed_tables=True)  # mid-stream, between good records
     poisons = early + late
     result = pipeline.finish("poison records", pipeline.room.expected_urls(), timeout_s=DEADLINE_S)
     dead = au.read_topic(s, s.topic_dlq)
