@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_poll)
 
     feeds = sub.add_parser("feeds", help="manage the feed list (add, remove, list, import, export, discover, status)",
-                           description="Feed definitions live in the compacted feeds topic; every poller "
-                           "instance sees changes within a second.")
+                           description="Feed definitions live in the compacted feeds topic; running pollers "
+                           "pick up changes between two poll batches.")
     fs = feeds.add_subparsers(dest="feeds_command", metavar="ACTION", required=True)
 
     a = fs.add_parser("add", help="add a feed (re-adding a retired feed reactivates it)")
@@ -64,8 +64,9 @@ def cmd_poll(args, settings: Settings) -> int:
     from newsflow.ops import stage_ops
 
     # /metrics /healthz /readyz and the `newsflow status` entry. No lag: the feeds topic is a table.
-    with stage_ops(settings, "poller"):
-        Poller(settings).run(once=args.once, force=args.force)
+    poller = Poller(settings)
+    with stage_ops(settings, "poller", progress_age=poller.progress_age):
+        poller.run(once=args.once, force=args.force)
     return 0
 
 

@@ -118,6 +118,7 @@ class Poller:
         self.health = metrics.HealthGauges()
         self._stop = threading.Event()
         self._deadline: Deadline | None = None
+        self.last_progress = time.monotonic()  # main-loop heartbeat (between batches), read by /healthz
         self._assignments = _Assignments()
         self.consumer = None
         self.reader = None
@@ -127,6 +128,11 @@ class Poller:
         self.jobs: FeedJobs | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
+    def progress_age(self) -> float:
+        """Seconds since the main loop last served the group: at most ``poll_batch_s`` plus the
+        in-flight requests' ``total_timeout_s`` while healthy."""
+        return time.monotonic() - self.last_progress
+
     def stop(self, *_: object) -> None:
         self._stop.set()
         if self._deadline is not None:
@@ -217,6 +223,7 @@ class Poller:
         """Serve the group, apply assignment changes and definition records, finish loading partitions.
         Called only between batches, when everything of the previous batch is persisted."""
         polled = self.consumer.poll(timeout_ms=timeout_ms)
+        self.last_progress = time.monotonic()
         a = self._assignments
         if a.revoked:
             lost = {tp.partition for tp in a.revoked}
