@@ -310,8 +310,8 @@ def test_an_entity_expansion_feed_is_harmless(site):
 
 def test_a_page_with_a_wrong_charset_declaration_gets_the_charset_its_bytes_have(site):
     text = "Die Bürgerinnen und Bürger von Zürich stimmten über die Brücke ab. Öffentlicher Verkehr, Straßen. "
-    site.add("/p", ("<html><body><p>" + text * 30 + "</p></body></html>").encode("cp1252"),
-             content_type="text/html; charset=utf-8")
+    site.add("/p", handler=hostile.misdeclared_charset("<html><body><p>" + text * 30 + "</p></body></html>",
+                                                        actual="cp1252", declared="utf-8"))
     site.add("/feed.xml", rss("S", [{"link": site.url("/p"), "guid": "p"}]), content_type="application/rss+xml")
     res, _ = job(local_settings(), definition(site.url("/feed.xml")))
     [raw] = raw_of(res)

@@ -7,6 +7,13 @@ it as attributes so a test can change the resource between polls.
     site.add("/feed.xml", handler=hostile.retry_after(429, "120"))
     cond = hostile.Conditional(feed_bytes, etag='"v1"'); site.add("/feed.xml", handler=cond)
     hostile.install_redirect_chain(site, "/old.xml", [301, 308], "/feed.xml")
+
+Inventory: ``Conditional`` (ETag/Last-Modified, 304), ``Lying`` (validators that lie), ``status`` (404,
+410, 5xx ...), ``retry_after`` + ``http_date`` (429/503, delta-seconds or HTTP-date), ``redirect``,
+``install_redirect_chain`` (301/302/307/308), ``install_redirect_loop``, ``gzip_bomb``, ``deflate_body``,
+``endless_body``, ``slow_drip``, ``stall``, ``huge_headers``, ``wrong_content_type``, ``misdeclared_charset``,
+``big_feed`` (50 MiB), and documents: ``many_entries_feed`` (100,000 entries), ``entity_expansion_feed``,
+``invalid_utf8_feed``, ``rss_document``/``rss_items``, ``page_html``.
 """
 
 from __future__ import annotations
@@ -270,6 +277,11 @@ def invalid_utf8_feed(base: str = "http://127.0.0.1/a") -> bytes:
         b"<item><title>caf\xe9 \x80 au lait</title><link>" + base.encode() + b"/1</link><guid>u1</guid></item>"
         b"<item><title>second</title><link>" + base.encode() + b"/2</link><guid>u2</guid></item>"
     )
+
+
+def misdeclared_charset(text: str, *, actual: str, declared: str, content_type: str = "text/html") -> Handler:
+    """``text`` encoded in ``actual`` but served as ``Content-Type: <content_type>; charset=<declared>``."""
+    return status(200, text.encode(actual), {"Content-Type": f"{content_type}; charset={declared}"})
 
 
 def page_html(title: str, text: str, *, charset_meta: str | None = "utf-8") -> str:
