@@ -145,10 +145,10 @@ class Poller:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
-        self.start()
         polled: set[str] = set()  # once: feeds polled in this run ...
         tried: dict[str, set[str]] = {}  # ... and entries whose page was tried (feed id -> entry keys)
         try:
+            self.start()
             while not self._stop.is_set():
                 self.sync(0)
                 if self.loading or not self._assignments.joined:
@@ -251,13 +251,17 @@ class Poller:
         for tp, records in polled.items():
             for r in records:
                 if r.key is not None:
-                    self._definition_record(tp.partition, r.key.decode(), r.value)
+                    self._definition_record(tp.partition, r.key.decode("utf-8", "replace"), r.value)
         for p, end in list(self.loading.items()):
             if self.consumer.position(TopicPartition(self.settings.topic_feeds, p)) >= end:
                 self._load_partition(p)
 
     def _definition_record(self, partition: int, fid: str, value: bytes | None) -> None:
-        definition = FeedDefinition.from_bytes(value) if value is not None else None
+        try:
+            definition = FeedDefinition.from_bytes(value) if value is not None else None
+        except ValueError as exc:  # pydantic's ValidationError included: a foreign record is skipped, loudly
+            log.error("feeds topic: record %r in partition %d is not a feed definition: %s", fid, partition, exc)
+            return
         if partition in self.loading_defs:
             self.loading_defs[partition][fid] = definition
             return

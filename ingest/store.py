@@ -8,6 +8,7 @@ the state of all its feeds in partition ``p`` of the state topic, whatever the p
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from ingest.state import FeedDefinition, FeedState, utcnow
 from ingest.urls import check_http_url, feed_id
 from newsflow.kafka_io import make_consumer
 from newsflow.settings import Settings
+
+log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 60.0
 
@@ -74,12 +77,26 @@ def topic_is_empty(consumer: KafkaConsumer, topic: str) -> bool:
     return all(v == 0 for v in consumer.end_offsets(tps).values())
 
 
+def _decoded(table: dict[str, tuple[int, bytes | None]], model, topic: str) -> dict[str, tuple[int, object]]:
+    out = {}
+    for k, (p, v) in table.items():
+        if v is None:
+            continue
+        try:
+            out[k] = (p, model.from_bytes(v))
+        except ValueError as exc:  # pydantic's ValidationError included: skipped, loudly, never fatal
+            log.error("%s: record %r in partition %d is not a %s: %s", topic, k, p, model.__name__, exc)
+    return out
+
+
 def definitions(table: dict[str, tuple[int, bytes | None]]) -> dict[str, tuple[int, FeedDefinition]]:
-    return {k: (p, FeedDefinition.from_bytes(v)) for k, (p, v) in table.items() if v is not None}
+    """Feed id -> (partition, definition). Records that are not definitions are logged and skipped."""
+    return _decoded(table, FeedDefinition, "feeds topic")
 
 
 def states(table: dict[str, tuple[int, bytes | None]]) -> dict[str, FeedState]:
-    return {k: FeedState.from_bytes(v) for k, (_p, v) in table.items() if v is not None}
+    """Feed id -> state. A record that is not a state is logged and skipped: the feed starts afresh."""
+    return {k: st for k, (_p, st) in _decoded(table, FeedState, "feed-state topic").items()}
 
 
 def load_catalog(settings: Settings) -> tuple[dict[str, tuple[int, FeedDefinition]], dict[str, FeedState]]:

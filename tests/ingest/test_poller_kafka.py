@@ -203,3 +203,17 @@ def test_two_instances_started_together_poll_each_feed_once(site, tmp_path, make
         assert not r.thread.is_alive() and r.error is None
     assert [site.hits(f"/f{i}.xml") for i in range(n)] == [1] * n
     assert sum(r.poller.stats.polls for r in runs) == n
+
+
+def test_a_record_that_is_not_a_definition_is_skipped_not_fatal(site, tmp_path, make_settings):
+    site.add("/feed.xml", rss("S", pages(site, "a")), content_type="application/rss+xml")
+    settings = make_settings()
+    producer = make_producer(settings)
+    producer.send(settings.topic_feeds, key=b"garbage", value=b"{not json")
+    producer.send(settings.topic_feed_state, key=definition_for(site.url("/feed.xml")).id.encode(), value=b"[]")
+    put_definition(producer, settings, definition_for(site.url("/feed.xml")))
+    producer.flush()
+    producer.close()
+    Poller(settings).run(once=True)
+    assert site.hits("/a") == 1
+    assert state_of(settings, site.url("/feed.xml")).seen
