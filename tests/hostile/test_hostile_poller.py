@@ -91,3 +91,54 @@ def test_hostile_case(case: Case, site, make_settings, tmp_path):
             f"the page failure is nowhere: not in the DLQ, not pending, not on the feed's health\n{context}")
     else:
         assert cycle.produced(site.url(page_path)), f"a readable page did not reach articles.raw\n{context}"
+
+
+def test_all_hostile_feeds_at_once_in_a_long_running_poller(site, make_settings, tmp_path):
+    """Every hostile feed and page together, in one continuously running poller that polls them
+    again and again (1-5 s intervals) for 30 s: it is still running at the end, under the memory
+    limit with all of them in flight at once, each failing feed's errors keep counting on its health
+    (polled again, never dropped), and the control article got through."""
+    import time
+
+    from tests.chaos.procs import StageProcess, guard_violations
+    from ingest.status import status_rows
+    from ingest.store import load_catalog
+
+    urls, items = [], []
+    for case in CASES:
+        case.feed(site, f"/all/{case.slug}/feed")
+        case.page(site, f"/all/{case.slug}/page")
+        urls.append(site.url(f"/all/{case.slug}/feed"))
+        items.append({"link": site.url(f"/all/{case.slug}/page"), "title": case.name, "guid": case.slug})
+    site.add("/ok/page.html", page_html("Pier repairs agreed", CONTROL_TEXT), content_type=HTML)
+    items.append({"link": site.url("/ok/page.html"), "title": "Pier repairs agreed", "guid": "control"})
+    site.add("/ok/feed.xml", rss("Control", items), content_type="application/rss+xml")
+    urls.append(site.url("/ok/feed.xml"))
+    settings = make_settings(feeds_file=write_feeds(tmp_path / "feeds.yaml", urls), **(HOSTILE_OVERRIDES | dict(
+        poll_interval_s=2.0, poll_min_interval_s=1.0, poll_max_interval_s=5.0, poll_batch_s=10.0)))
+
+    proc = StageProcess("poller", ["poll"], settings, tmp_path, hosts=STUB_HOSTS).start()
+    time.sleep(30)
+    alive = proc.alive()
+    code = proc.stop(timeout_s=60)
+    rows = {r["url"]: r for r in status_rows(*load_catalog(settings))}
+    from tests.chaos import audit as au
+    from newsflow.schema import article_id
+
+    raw = {(r.key or b"").decode() for r in au.read_topic(settings, settings.topic_raw)}
+    peak = proc.peak_rss / 2**20
+    RESULTS.append(HostileResult("all cases at once, 30 s", "feed", f"alive {alive}, exit {code}", 30.0, peak,
+                                 POLLER_RSS_LIMIT_MIB))
+    context = "\n".join(f"{r['url']}: {r['state']} errors={r['consecutive_errors']} {r['last_error_class']}"
+                        for r in rows.values()) + "\n" + proc.tail(20)
+    assert alive, f"the poller died\n{context}"
+    assert code == 0, f"exit code {code} after SIGTERM\n{context}"
+    assert peak < POLLER_RSS_LIMIT_MIB, f"peak RSS {peak:.0f} MiB\n{context}"
+    assert not guard_violations(proc.guard_log), context
+    assert article_id(site.url("/ok/page.html")) in raw, f"the control article did not get through\n{context}"
+    for case in CASES:
+        row = rows[site.url(f"/all/{case.slug}/feed")]
+        assert row["last_error_class"] != "internal", context
+        if case.feed_errors and not case.feed_may_read:
+            assert row["consecutive_errors"] >= 2, f"{case.name}: not polled again after failing\n{context}"
+            assert row["state"] == "backing-off", context
