@@ -2,13 +2,16 @@
 
 The outage test stops Elasticsearch for 30 s. It must never stop the shared one on 9200 (other
 tests use it), so it gets its own instance from ``deploy/local/stack.sh`` with its own state dir
-and ports, started once per session and stopped at the end.
+(under .local/es-outage/) and free ports, started once per session, stopped and removed at the end.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,7 +20,12 @@ import pytest
 from newsflow.settings import REPO_ROOT, Settings
 
 STACK = REPO_ROOT / "deploy" / "local" / "stack.sh"
-OUTAGE_ES_PORT = int(os.environ.get("NEWSFLOW_TEST_OUTAGE_ES_PORT", "9201"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @dataclass
@@ -40,14 +48,18 @@ class DedicatedES:
 
 @pytest.fixture(scope="session")
 def outage_es(stack: Settings) -> Iterator[DedicatedES]:
-    env = os.environ | {
-        "NEWSFLOW_STATE_DIR": str(REPO_ROOT / ".local" / "es-outage"),
-        "ES_PORT": str(OUTAGE_ES_PORT),
-        "ES_TRANSPORT_PORT": str(OUTAGE_ES_PORT + 100),
-    }
-    es = DedicatedES(url=f"http://127.0.0.1:{OUTAGE_ES_PORT}", env=env)
-    es.start()
+    """An Elasticsearch of this test session alone: its own state dir and free ports, so that
+    concurrent test sessions on one machine never stop each other's instance."""
+    state = REPO_ROOT / ".local" / "es-outage" / f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    port = _free_port()
+    env = os.environ | {"NEWSFLOW_STATE_DIR": str(state), "ES_PORT": str(port),
+                        "ES_TRANSPORT_PORT": str(_free_port())}
+    es = DedicatedES(url=f"http://127.0.0.1:{port}", env=env)
     try:
+        es.start()
         yield es
     finally:
-        es.stop()
+        try:
+            es.stop()
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
