@@ -346,10 +346,10 @@ def memory_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, float, fl
         rows.append((f"poller, cycle of {x['feeds']:,} feeds", float(x["peak_rss_mib"]), None, "poller bench"))
     p = results.get("processor", {}).get("result") if results.get("processor", {}).get("status") == "ok" else None
     if p:
-        for key in ("peak_rss_per_worker_mib", "worker_peak_rss_mib", "peak_rss_worker_mib"):
+        for key, label in (("peak_rss_per_worker_mib", "processor, one extraction worker (models loaded)"),
+                           ("peak_rss_per_worker_enrich_off_mib", "processor, one extraction worker (enrichment off)")):
             if isinstance(p.get(key), (int, float)):
-                rows.append(("processor, one extraction worker", float(p[key]), None, "processor bench"))
-                break
+                rows.append((label, float(p[key]), None, "processor bench"))
     return rows
 
 
