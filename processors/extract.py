@@ -52,7 +52,9 @@ def _empty() -> list[str]:
 @dataclass
 class PageMeta:
     """What the page says about itself. ``date``, ``byline``, ``categories`` and ``link_tags`` are
-    zero-argument callables (computed once, on first call) because they are the expensive part."""
+    zero-argument callables (computed once, on first call) because they are the expensive part.
+    Categories come from structured markup only (``article:section``, JSON-LD ``articleSection``):
+    trafilatura's category-link heuristic costs more than all the other metadata together."""
 
     title: str | None = None
     site_name: str | None = None
@@ -163,7 +165,7 @@ def read_meta(tree: HtmlElement, url: str | None) -> PageMeta:
         lang=html_lang.strip() if html_lang else None,
         date=cache(lambda: _page_date(tree, url)),
         byline=cache(lambda: tmeta.extract_author(tree)),
-        categories=cache(lambda: list(doc.categories or []) or tmeta.extract_catstags("category", tree)),
+        categories=lambda: list(doc.categories or []),
         link_tags=cache(lambda: tmeta.extract_catstags("tag", tree)),
     )
 

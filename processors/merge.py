@@ -17,7 +17,7 @@ author         page author from structured markup (meta tags, JSON-LD); else the
 description    page meta/Open Graph description; else the feed summary (markup stripped).
 site_name      page site name (``og:site_name``, JSON-LD publisher, ...); else the feed title.
 image          page ``og:image``/JSON-LD image; else the feed entry's image.
-categories     page categories (``article:section``, JSON-LD), else category links on the page.
+categories     page categories from structured markup (``article:section``, JSON-LD ``articleSection``).
 tags           page tags (``article:tag``, keywords) together with the feed entry's tags; tag links
                on the page only when neither has any.
 canonical_url  the page's ``<link rel=canonical>``/``og:url`` when it is http(s), on the same host

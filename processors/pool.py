@@ -9,8 +9,9 @@ Hard limits, per document:
   allocation over it raises MemoryError in the worker (``Quarantine("extract_memory")``), or the
   worker dies (``Quarantine("worker_died")``) and is replaced.
 
-Workers start from a fork server that pre-imports the heavy libraries (never forked from the
-consumer process, whose Kafka threads may hold locks), load spaCy and the other models once in
+Workers start from a fork server that pre-imports the heavy libraries and pays their one-off
+warm-up costs (``processors/warmup.py``) — never forked from the consumer process, whose Kafka
+threads may hold locks. They load spaCy and the other models once in
 their initializer, die with their parent (``PR_SET_PDEATHSIG``) and are replaced after
 ``settings.extract_worker_max_tasks`` documents.
 """
@@ -39,7 +40,8 @@ from processors.article import Built, Limits, build_article
 
 log = logging.getLogger(__name__)
 
-_PRELOAD = ["trafilatura", "htmldate", "lxml.html", "spacy", "yake", "py3langid", "datasketch", "processors.article"]
+_PRELOAD = ["trafilatura", "htmldate", "lxml.html", "spacy", "yake", "py3langid", "datasketch", "processors.article",
+            "processors.warmup"]
 _PR_SET_PDEATHSIG = 1
 
 
@@ -86,6 +88,8 @@ def _die_with_parent() -> None:
 def init_worker(config: WorkerConfig) -> None:
     global _worker
     _die_with_parent()
+    import processors.warmup  # noqa: F401 - free when the fork server preloaded it (the usual case)
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if config.memory_mb:
         limit = config.memory_mb * 1024 * 1024

@@ -9,7 +9,7 @@ import yake
 TOP = 10
 CANDIDATES = 20
 NGRAM = 2
-MAX_CHARS = 6_000
+MAX_CHARS = 4_000
 
 
 def make_extractor(language: str) -> yake.KeywordExtractor:

@@ -40,6 +40,19 @@ def test_html_file_rich_output(tmp_path):
         assert needle in out.stdout
 
 
+def test_html_flag_forces_extraction(tmp_path):
+    fragment = tmp_path / "fragment.txt"  # an HTML fragment that does not look like a page
+    fragment.write_text("<article><h1>Harbour vote</h1><p>" + "The council voted to rebuild the lighthouse. " * 12
+                        + "</p></article>")
+    as_text = json.loads(newsflow("enrich", str(fragment), "--json").stdout)
+    assert "<p>" in as_text["text"] and as_text["provenance"]["extractor"] == "plain-text"
+    out = newsflow("enrich", str(fragment), "--json", "--html")
+    assert out.returncode == 0, out.stderr
+    as_html = json.loads(out.stdout)
+    assert "<p>" not in as_html["text"] and as_html["text"].startswith("The council voted")
+    assert as_html["provenance"]["extractor"].startswith("trafilatura")
+
+
 def test_url_is_fetched_like_the_poller_fetches(site):
     url = site.add("/seed.html", seed_html())
     out = newsflow("enrich", url, "--json", env={"NEWSFLOW_ALLOW_PRIVATE_ADDRESSES": "true"})

@@ -1,0 +1,339 @@
+"""Processor benchmark: Newsflow's processor against a raw loop of ``trafilatura.extract`` over the
+same corpus pages ($NEWSFLOW_CORPUS/pages), on the same cores, in the same run. Goal: >= 0.85 with
+enrichment off.
+
+Each repetition, in alternating order so that neither side always runs second:
+
+* **raw**: ``trafilatura.extract(page_bytes)`` in a loop, spread over ``extract_workers`` processes
+  (the same number of cores the processor uses), pages already in memory;
+* **newsflow**: the processor stage exactly as ``newsflow process`` runs it (``StageRunner`` +
+  ``Processor`` + extraction pool + ``TransactionalKafkaSink``), enrichment off, reading the same
+  pages as ``RawArticle`` records from Kafka and writing Articles to Kafka in transactions. The
+  clock starts when the consumer has its partitions and the workers are warm (the first, warm-up
+  batch is not counted) and stops when the last transaction is committed.
+
+Also reported, same run: the processor's transform alone (the extraction pool + story labels,
+without Kafka), the per-core comparison (one worker against one raw loop), the cost of each
+processing step in CPU milliseconds per article (enrichment on, all pages; NER and quotes also per
+English article, since they are skipped for other languages), and the peak RSS of one worker with
+and without the models loaded.
+
+``run(quick) -> dict`` is what ``make bench`` calls; ``python bench/bench_processor.py [--quick]``
+prints the same dict as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+import psutil  # noqa: E402
+import trafilatura  # noqa: E402
+from kafka.consumer.fetcher import ConsumerRecord  # noqa: E402
+
+from newsflow.kafka_io import make_admin, make_producer  # noqa: E402
+from newsflow.schema import FeedEntry, RawArticle, article_id  # noqa: E402
+from newsflow.settings import Settings  # noqa: E402
+from newsflow.topology import ensure_topics, topics  # noqa: E402
+from processors.enrich.enricher import STEPS  # noqa: E402
+from processors.pool import ExtractionPool, WorkerConfig, init_worker, process_value  # noqa: E402
+from processors.processor import Processor, make_runner  # noqa: E402
+
+GOAL = 0.85
+PARENT_MS: list[float] = []  # CPU ms per page of the stage process itself (Kafka, pool I/O), all threads
+CORPUS = Path(os.environ.get("NEWSFLOW_CORPUS", REPO.parent / "shared" / "corpus"))
+MiB = 1024 * 1024
+
+
+def log(msg: str) -> None:
+    print(f"[bench processor] {msg}", file=sys.stderr, flush=True)
+
+
+# --- inputs ------------------------------------------------------------------------------------------
+def load_pages(limit: int | None) -> list[tuple[str, bytes]]:
+    pages = CORPUS / "pages"
+    expectations = json.loads((pages / "expectations.json").read_text(encoding="utf-8"))
+    names = sorted(expectations)[:limit]
+    return [(expectations[n]["url"] or f"https://corpus.invalid/{n}", (pages / n).read_bytes()) for n in names]
+
+
+def raw_values(pages: list[tuple[str, bytes]], now: datetime, entry: FeedEntry | None = None) -> list[bytes]:
+    """The pages as the poller would send them: without a feed entry (the page must supply all the
+    metadata: the worst case), or with a typical one (title, published, author)."""
+    out = []
+    for i, (url, body) in enumerate(pages):
+        u = f"{url}#bench{i}"
+        out.append(RawArticle(id=article_id(u), url=u, canonical_url=u, final_url=url, fetched_at=now,
+                              first_seen_at=now, entry=entry or FeedEntry(), content_type="text/html",
+                              body_b64=RawArticle.encode_body(body)).to_bytes())
+    return out
+
+
+def typical_entry(now: datetime) -> FeedEntry:
+    return FeedEntry(title="A headline as the feed gives it", published=now - timedelta(hours=2),
+                     author="A. Reporter", summary="One sentence of summary.")
+
+
+def records(values: list[bytes]) -> list[ConsumerRecord]:
+    return [ConsumerRecord("bench.raw", 0, -1, i, 0, 0, None, v, [], None, -1, len(v), -1) for i, v in enumerate(values)]
+
+
+# --- clocks -----------------------------------------------------------------------------------------
+class Clock:
+    """Wall time and CPU time of this process and all its descendants (workers, fork servers):
+    the machine is shared, so the CPU-time rates say what the wall-clock rates cannot."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = self.tree_cpu()
+
+    @staticmethod
+    def tree_cpu() -> float:
+        me = psutil.Process()
+        total = 0.0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    def rates(self, n: int) -> tuple[float, float]:
+        """(pages per wall second, pages per CPU second) since the clock started."""
+        return n / (time.perf_counter() - self.wall), n / max(1e-9, self.tree_cpu() - self.cpu)
+
+
+# --- raw side ----------------------------------------------------------------------------------------
+def _raw_chunk(bodies: list[bytes]) -> int:
+    return sum(1 for b in bodies if trafilatura.extract(b) is not None)
+
+
+def raw_loop(bodies: list[bytes], workers: int) -> tuple[float, float]:
+    """(pages per second, pages per CPU second) of plain trafilatura.extract loops in ``workers`` processes."""
+    chunks = [bodies[i::workers] for i in range(workers)]
+    ctx = multiprocessing.get_context("forkserver")
+    with ctx.Pool(workers) as pool:
+        pool.map(_raw_chunk, [bodies[:2]] * workers)  # start and warm the processes
+        clock = Clock()
+        pool.map(_raw_chunk, chunks, chunksize=1)
+        return clock.rates(len(bodies))
+
+
+# --- newsflow side -----------------------------------------------------------------------------------
+def transform_only(settings: Settings, values: list[bytes]) -> tuple[float, float]:
+    """(pages per second, per CPU second) through Processor.process_batch (pool + labels)."""
+    processor = Processor(settings, ExtractionPool(settings), None)
+    try:
+        processor.process_batch(records(values[: settings.extract_workers * 2]))  # start and warm
+        recs = records(values)
+        clock = Clock()
+        for i in range(0, len(recs), settings.batch_size):
+            processor.process_batch(recs[i : i + settings.batch_size])
+        return clock.rates(len(recs))
+    finally:
+        processor.close()
+
+
+def bench_settings(base: Settings, tag: str, **over: Any) -> Settings:
+    names = {"topic_raw": f"{tag}.raw", "topic_enriched": f"{tag}.enriched", "topic_dlq": f"{tag}.dlq",
+             "topic_feeds": f"{tag}.feeds", "topic_feed_state": f"{tag}.feed-state", "group_prefix": tag,
+             "instance_id": tag, "metrics_port": 0, "es_index": f"{tag}-articles"}
+    s = base.model_copy(update=names | over)
+    return Settings(**{k: getattr(s, k) for k in Settings.model_fields})
+
+
+def stage_through_kafka(settings: Settings, values: list[bytes], warmup: int) -> tuple[float, float, int]:
+    """(pages per second, per CPU second, records consumed) of the processor stage, Kafka in ->
+    Kafka out, exactly-once delivery. Also notes the stage process's own CPU per page."""
+    producer = make_producer(settings)
+    for v in values:
+        producer.send(settings.topic_raw, value=v)
+    producer.flush()
+    producer.close()
+    runner = make_runner(settings)
+    try:
+        consumed = 0
+        while consumed < warmup:  # group join, worker start, first transaction: not counted
+            consumed += runner.step()
+        clock = Clock()
+        parent = time.process_time()
+        counted = idle = 0
+        while consumed < len(values) and idle < 40:
+            n = runner.step()
+            consumed += n
+            counted += n
+            idle = 0 if n else idle + 1
+        wall, cpu = clock.rates(counted)
+        PARENT_MS.append((time.process_time() - parent) * 1000 / max(1, counted))
+        return wall, cpu, consumed
+    finally:
+        runner.close()
+
+
+# --- step costs and memory ---------------------------------------------------------------------------
+def step_costs(settings: Settings, values: list[bytes]) -> dict[str, Any]:
+    """CPU ms per article of each step, enrichment on, measured in this process (one worker's view)."""
+    import processors.warmup  # noqa: F401 - warm as the pool's fork server makes its workers
+    t = time.perf_counter()
+    init_worker(WorkerConfig.from_settings(settings.model_copy(update={"extract_memory_mb": 0})))
+    load_s = time.perf_counter() - t
+    totals: dict[str, float] = defaultdict(float)
+    english: dict[str, float] = defaultdict(float)
+    n_en = n = 0
+    for v in values:
+        try:
+            res = process_value(v)
+        except Exception:  # noqa: BLE001 - a page the processor dead-letters costs nothing here
+            continue
+        n += 1
+        for step, sec in res.built.timings.items():
+            totals[step] += sec
+        if res.built.article.language == "en":
+            n_en += 1
+            for step, sec in res.built.timings.items():
+                english[step] += sec
+    order = ["extract", "clean", *STEPS]
+    return {
+        "articles": n,
+        "english_articles": n_en,
+        "models_load_s": round(load_s, 2),
+        "ms_per_article": {k: round(totals[k] / n * 1000, 2) for k in order if k in totals},
+        "ms_per_english_article": {k: round(english[k] / n_en * 1000, 2) for k in order if k in english} if n_en else {},
+    }
+
+
+def _worker_rss(enrich: bool, values: list[bytes]) -> int:
+    import processors.warmup  # noqa: F401 - as in the pool's fork server
+    init_worker(WorkerConfig.from_settings(Settings(enrich=enrich, metrics_port=0, extract_memory_mb=0)))
+    peak = 0
+    for v in values:
+        try:
+            peak = max(peak, process_value(v).max_rss_kib)
+        except Exception:  # noqa: BLE001 - dead-lettered pages still count for memory via ru_maxrss
+            continue
+    return peak
+
+
+def worker_rss_mib(enrich: bool, values: list[bytes]) -> float:
+    """Peak RSS of one fresh worker process after all the pages (ru_maxrss)."""
+    ctx = multiprocessing.get_context("forkserver")
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        return round(pool.apply(_worker_rss, (enrich, values)) / 1024, 1)
+
+
+def cleanup(made: list[Settings]) -> None:
+    for s in made:
+        admin = make_admin(s)
+        try:
+            admin.delete_topics([t.name for t in topics(s)])
+        except Exception as exc:  # noqa: BLE001 - best-effort clean-up, reported
+            log(f"clean-up of {s.topic_raw}...: {exc!r}")
+        finally:
+            admin.close()
+
+
+def _median_ratio(ours: list[float], theirs: list[float]) -> float:
+    return round(statistics.median(n / r for n, r in zip(ours, theirs, strict=True)), 3)
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    limit, reps, batch = (120, 2, 20) if quick else (None, 3, 50)
+    base = Settings().model_copy(update={"batch_size": batch, "metrics_port": 0})
+    workers = base.extract_workers
+    pages = load_pages(limit)
+    now = datetime.now(UTC)
+    inputs = {"no_feed": raw_values(pages, now), "feed": raw_values(pages, now, typical_entry(now))}
+    bodies = [b for _u, b in pages]
+    off = base.model_copy(update={"enrich": False})
+    tag = f"benchp{uuid.uuid4().hex[:8]}"
+    made: list[Settings] = []
+    raw: dict[str, list[float]] = {"wall": [], "cpu": []}
+    stage: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in inputs}
+    try:
+        for rep in range(reps):
+            order = ["raw", "no_feed", "feed"] if rep % 2 == 0 else ["feed", "no_feed", "raw"]
+            for side in order:
+                log(f"repetition {rep + 1}/{reps}: {side} ({len(pages)} pages, {workers} workers) ...")
+                if side == "raw":
+                    wall, cpu = raw_loop(bodies, workers)
+                    raw["wall"].append(wall)
+                    raw["cpu"].append(cpu)
+                    continue
+                s = bench_settings(base, f"{tag}r{rep}{side[0]}", enrich=False, topic_partitions=workers)
+                ensure_topics(s)
+                made.append(s)
+                wall, cpu, consumed = stage_through_kafka(s, inputs[side], warmup=batch)
+                if consumed < len(pages):
+                    raise RuntimeError(f"processor consumed {consumed} of {len(pages)} records")
+                stage[side]["wall"].append(wall)
+                stage[side]["cpu"].append(cpu)
+        log("transform only (no Kafka), and per core: one worker against one raw loop ...")
+        raw_wall, raw_cpu = statistics.median(raw["wall"]), statistics.median(raw["cpu"])
+        transform = {k: transform_only(off, v) for k, v in inputs.items()}
+        one = off.model_copy(update={"extract_workers": 1})
+        raw_one = raw_loop(bodies, 1)
+        per_core = {k: transform_only(one, v) for k, v in inputs.items()}
+        log("cost of each step (enrichment on) ...")
+        costs = step_costs(base, inputs["no_feed"])
+        log("peak RSS of one worker ...")
+        rss_on = worker_rss_mib(True, inputs["no_feed"])
+        rss_off = worker_rss_mib(False, inputs["no_feed"])
+    finally:
+        cleanup(made)
+    ratio = _median_ratio(stage["no_feed"]["wall"], raw["wall"])
+    return {
+        "benchmark": "processor",
+        "pages": len(pages),
+        "workers": workers,
+        "repetitions": reps,
+        "batch_size": batch,
+        "raw_pages_per_s": [round(r, 1) for r in raw["wall"]],
+        "raw_pages_per_s_median": round(raw_wall, 1),
+        "newsflow_pages_per_s": [round(r, 1) for r in stage["no_feed"]["wall"]],
+        "newsflow_pages_per_s_median": round(statistics.median(stage["no_feed"]["wall"]), 1),
+        "ratio_per_repetition": [round(n / r, 3) for n, r in zip(stage["no_feed"]["wall"], raw["wall"], strict=True)],
+        "ratio": ratio,
+        "goal": GOAL,
+        "met": ratio >= GOAL,
+        "ratio_cpu": _median_ratio(stage["no_feed"]["cpu"], raw["cpu"]),
+        "raw_pages_per_cpu_s_median": round(raw_cpu, 1),
+        "with_feed_entry_ratio": _median_ratio(stage["feed"]["wall"], raw["wall"]),
+        "with_feed_entry_ratio_cpu": _median_ratio(stage["feed"]["cpu"], raw["cpu"]),
+        "with_feed_entry_pages_per_s": [round(r, 1) for r in stage["feed"]["wall"]],
+        "stage_process_cpu_ms_per_page_median": round(statistics.median(PARENT_MS), 2) if PARENT_MS else None,
+        "transform_only_ratio": {k: round(v[0] / raw_wall, 3) for k, v in transform.items()},
+        "transform_only_ratio_cpu": {k: round(v[1] / raw_cpu, 3) for k, v in transform.items()},
+        "per_core_ratio_one_worker": {k: round(v[0] / raw_one[0], 3) for k, v in per_core.items()},
+        "per_core_ratio_one_worker_cpu": {k: round(v[1] / raw_one[1], 3) for k, v in per_core.items()},
+        "enrichment_ms_per_article": costs["ms_per_article"],
+        "enrichment_ms_per_english_article": costs["ms_per_english_article"],
+        "step_cost_articles": costs["articles"],
+        "step_cost_english_articles": costs["english_articles"],
+        "models_load_s": costs["models_load_s"],
+        "peak_rss_per_worker_mib": rss_on,
+        "peak_rss_per_worker_enrich_off_mib": rss_off,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+    }
+
+
+if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up the bench topics
+    print(json.dumps(run(quick="--quick" in sys.argv[1:]), indent=2))
