@@ -429,7 +429,8 @@ def render(mach: dict[str, Any], results: dict[str, dict[str, Any]], plots: list
             lines += [f"**{entry['status']}**: {entry.get('error')}", ""]
             continue
         r = entry["result"]
-        desc = r.get("description") or (importlib.import_module(f"bench.bench_{name}").__doc__ or "").split("\n")[0]
+        doc = (importlib.import_module(f"bench.bench_{name}").__doc__ or "").split("\n\n")[0]
+        desc = r.get("description") or " ".join(doc.split())
         lines += [desc, "", f"Ran for {entry['seconds']:.0f} s. Goal {verdict(_met(r)) if _met(r) is not None else ''}".rstrip(), ""]
         if name == "poller":
             rows = poller_rows(r)
@@ -439,6 +440,7 @@ def render(mach: dict[str, Any], results: dict[str, dict[str, Any]], plots: list
             lines += ["| " + " | ".join(_fmt(x.get(c, "")) for c in cols) + " |" for x in rows]
             lines += [""]
             lines += [f"- {k}: {v}" for k, v in scalars(r, skip=("results", "description", "name"))]
+            lines += [""]
         elif name == "e2e":
             lines += [
                 f"- p50 **{r['p50_s']:.3f} s**, p99 **{r['p99_s']:.3f} s** (median over {r['repetitions']} "
@@ -460,15 +462,15 @@ def render(mach: dict[str, Any], results: dict[str, dict[str, Any]], plots: list
                   "|---|---|---|---|"]
         lines += [f"| {m[0]} | {m[1]:.0f} | {'' if m[2] is None else f'{m[2]:.0f}'} | {m[3]} |" for m in mem]
         lines += [""]
-    for fname, title, origin in (("chaos-table.txt", "Fault injection", "make test-chaos"),
-                                 ("hostile-table.txt", "Hostile inputs", "make test / make test-chaos")):
+    for fname, title, origin in (("chaos-table.tsv", "Fault injection", "make test-chaos"),
+                                 ("hostile-table.tsv", "Hostile inputs", "make test / make test-chaos")):
         f = REPO / "bench" / "out" / fname
         if f.exists():
             when = datetime.fromtimestamp(f.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
-            rows = [ln.split(", ") for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            rows = [ln.split("\t") for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
             lines += [f"## {title} (last `{origin}`, {when}; not part of this run)", ""]
             lines += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-            lines += ["| " + " | ".join(rw) + " |" for rw in rows[1:]]
+            lines += ["| " + " | ".join(c.replace("|", "/") for c in rw) + " |" for rw in rows[1:]]
             lines += [""]
     return "\n".join(lines) + "\n"
 

@@ -27,7 +27,8 @@ from newsflow.settings import REPO_ROOT, Settings
 from tests.chaos.audit import HEADER, Audit
 
 STACK_SH = REPO_ROOT / "deploy" / "local" / "stack.sh"
-RESULTS: list[Audit] = []
+RESULTS: list[tuple[str, Audit]] = []  # (test node id, its line)
+OUTCOMES: dict[str, str] = {}  # test node id -> "passed" | "FAILED: <first line of the reason>"
 
 
 class ChaosStack:
@@ -107,13 +108,26 @@ def stack(chaos_stack: ChaosStack) -> Settings:
 
 
 @pytest.fixture
-def record_case():
+def record_case(request):
     def record(result: Audit) -> None:
-        RESULTS.append(result)
+        RESULTS.append((request.node.nodeid, result))
         print(result.line(), flush=True)
         print("  " + ", ".join(f"{k}={v}" for k, v in result.notes.items()), flush=True)
 
     return record
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.when == "call" or (report.when == "setup" and report.failed):
+        OUTCOMES[item.nodeid] = "passed" if report.passed else "FAILED: " + _reason(report)
+
+
+def _reason(report) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr)
+    return text.splitlines()[0][:300] if text else "?"
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -121,9 +135,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     terminalreporter.section("chaos table")
     terminalreporter.write_line(HEADER)
-    for r in RESULTS:
+    for _node, r in RESULTS:
         terminalreporter.write_line(r.line())
+    failed = [(r.case, OUTCOMES.get(node, "?")) for node, r in RESULTS if OUTCOMES.get(node) != "passed"]
+    for case, why in failed:
+        terminalreporter.write_line(f"  {case}: {why}")
     out = REPO_ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "chaos-table.txt").write_text(HEADER + "\n" + "".join(r.line() + "\n" for r in RESULTS),
-                                         encoding="utf-8")
+    cols = HEADER.split(", ") + ["verdict"]
+    rows = ["\t".join(cols)] + [
+        "\t".join(r.line().split(", ") + [OUTCOMES.get(node, "?").replace("\t", " ")]) for node, r in RESULTS
+    ]
+    (out / "chaos-table.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
