@@ -307,7 +307,7 @@ def plot_all(results: dict[str, dict[str, Any]], out: Path) -> list[tuple[str, s
     # memory per stage
     mem = memory_rows(results)
     if mem:
-        fig, ax = plt.subplots(figsize=(7, 3.6))
+        fig, ax = plt.subplots(figsize=(9, 0.45 * len(mem) + 1.6))
         names = [m[0] for m in mem]
         ax.barh(names, [m[1] for m in mem], color="tab:purple", label="stage process")
         extra = [max(0, (m[2] or m[1]) - m[1]) for m in mem]

@@ -27,6 +27,10 @@ N_FEEDS = max(1, N_ARTICLES // 100)
 KILLS = int(os.environ.get("CHAOS_KILLS", "10"))
 DEADLINE_S = float(os.environ.get("CHAOS_DEADLINE_S", "900"))
 SEED = int(os.environ.get("CHAOS_SEED", time.time_ns() % 2**32))  # printed in each case's notes
+# When a kill lands: a random delay in [min, max] seconds after the stage made progress again, or,
+# with CHAOS_KILL_AFTER_PROGRESS=0, after its restart whatever it is doing (joining, initialising...).
+KILL_DELAY_S = tuple(float(x) for x in os.environ.get("CHAOS_KILL_DELAY_S", "0,2").split(","))
+KILL_AFTER_PROGRESS = os.environ.get("CHAOS_KILL_AFTER_PROGRESS", "1") != "0"
 
 
 @pytest.fixture
@@ -55,7 +59,8 @@ def test_no_fault_baseline(pipeline, record_case):
 
 
 def _kill_repeatedly(pipeline, stage: str, measure, rnd: random.Random) -> int:
-    """kill -9 ``stage`` KILLS times, each at a random moment after it made progress again.
+    """kill -9 ``stage`` KILLS times, each at a random moment after it made progress again
+    (``CHAOS_KILL_DELAY_S``, ``CHAOS_KILL_AFTER_PROGRESS``).
 
     Returns how many kills landed while work was still flowing (the others hit an idle stage,
     once everything was indexed: still a valid moment, but worth knowing).
@@ -63,8 +68,10 @@ def _kill_repeatedly(pipeline, stage: str, measure, rnd: random.Random) -> int:
     proc = pipeline.procs[stage]
     mid_stream = 0
     for _ in range(KILLS):
-        mid_stream += pipeline.wait_progress(measure)
-        time.sleep(rnd.uniform(0.0, 2.0))
+        if KILL_AFTER_PROGRESS:
+            mid_stream += pipeline.wait_progress(measure)
+        time.sleep(rnd.uniform(*KILL_DELAY_S))
+        pipeline.check_alive()
         proc.kill9()
         proc.start()
     return mid_stream
