@@ -360,20 +360,21 @@ class Poller:
     def deliver(self, batch: list[tuple[Slot, bool]], results: list[JobResult]) -> None:
         """Commit order: page records -> flush -> settle states -> states and moved definitions -> flush."""
         s = self.settings
-        sent: list[tuple[str, str, object]] = []
+        sent: list[tuple[str, str, bytes | None, object]] = []
         for r in results:
             for outcome, record in r.pages:
                 if record is not None:
                     fut = self.producer.send(record.topic, key=record.key, value=record.value,
                                              headers=record.headers)
-                    sent.append((r.feed_id, outcome.ref.key, fut))
+                    sent.append((r.feed_id, outcome.ref.key, record.key, fut))
         self.producer.flush()
         delivered: dict[str, set[str]] = {}
-        for fid, key, fut in sent:
+        for fid, key, record_key, fut in sent:
             if fut.succeeded():
                 delivered.setdefault(fid, set()).add(key)
             else:
-                log.warning("record of entry %s (feed %s) not delivered: %r", key, fid, fut.exception)
+                log.warning("record of entry %s (feed %s) not delivered: %r", key, fid, fut.exception,
+                            extra={"article_id": (record_key or b"").decode("ascii", "replace")})
         now = self.clock()
         writes = []
         for (slot, _poll), r in zip(batch, results, strict=True):
