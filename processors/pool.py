@@ -6,8 +6,12 @@ Hard limits, per document:
   new one; the document becomes ``Quarantine("extract_timeout")`` (one timeout, one dead letter);
 * **size**  pages over ``settings.max_page_bytes`` are quarantined before parsing;
 * **memory** each worker runs under an address-space limit (``settings.extract_memory_mb``): an
-  allocation over it raises MemoryError in the worker (``Quarantine("extract_memory")``), or the
-  worker dies (``Quarantine("worker_died")``) and is replaced.
+  allocation over it raises MemoryError in the worker (``Quarantine("extract_memory")``);
+* **crash**  a worker that dies under a document is replaced and the document comes back as
+  ``WorkerDied``, which the runner retries up to ``settings.max_attempts`` times, then dead-letters.
+
+A pool whose workers cannot start at all (``start()``, or pebble's BrokenProcessPool later) stops
+the stage with an error instead of dead-lettering every record.
 
 Workers start from a fork server that pre-imports the heavy libraries and pays their one-off
 warm-up costs (``processors/warmup.py``) — never forked from the consumer process, whose Kafka
@@ -26,6 +30,7 @@ import resource
 import signal
 import sys
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -85,16 +90,29 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+MIN_HEADROOM_MB = 128
+
+
+def _mapped_mib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
+
+
 def init_worker(config: WorkerConfig) -> None:
+    """Once per worker: die with the parent, load the models, then set the memory limit."""
     global _worker
     _die_with_parent()
     import processors.warmup  # noqa: F401 - free when the fork server preloaded it (the usual case)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _worker = _Worker(config)
     if config.memory_mb:
+        mapped = _mapped_mib()
+        if config.memory_mb < mapped + MIN_HEADROOM_MB:
+            raise RuntimeError(f"extract_memory_mb={config.memory_mb} leaves a worker no room: it maps "
+                               f"{mapped} MiB with its models loaded, and needs {MIN_HEADROOM_MB} MiB more")
         limit = config.memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    _worker = _Worker(config)
 
 
 def process_value(value: bytes | None, now: datetime | None = None) -> WorkerResult:
@@ -109,11 +127,22 @@ def process_value(value: bytes | None, now: datetime | None = None) -> WorkerRes
     return WorkerResult(built, os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+class WorkerDied(RuntimeError):
+    """The worker died under a document (killed, crashed, out of memory outside Python): possibly
+    not the document's fault, so the runner retries it, up to ``settings.max_attempts``."""
+
+
+def ping() -> int:
+    """A no-op task: proves a worker started (models loaded, limits set)."""
+    return os.getpid()
+
+
 class ExtractionPool:
     """Runs ``process_value`` in worker processes with a per-document timeout."""
 
     def __init__(self, settings: Settings):
         self.timeout = settings.extract_timeout_s
+        self.workers = settings.extract_workers
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(_PRELOAD)
         self.pool = ProcessPool(
@@ -123,6 +152,15 @@ class ExtractionPool:
             initargs=(WorkerConfig.from_settings(settings),),
             context=context,
         )
+
+    def start(self) -> list[int]:
+        """Start every worker now and wait for it: a worker that cannot start (models missing,
+        memory limit too low) fails the stage at once instead of dead-lettering every record."""
+        futures = [self.pool.schedule(ping, timeout=max(self.timeout, 120)) for _ in range(self.workers)]
+        try:
+            return [f.result() for f in futures]
+        except Exception as exc:
+            raise RuntimeError(f"extraction workers cannot start: {exc!r}") from exc
 
     def run(self, values: list[bytes | None], now: datetime | None = None) -> list[WorkerResult | BaseException]:
         """All values at once (the workers share them out); one outcome per value, in order.
@@ -137,11 +175,13 @@ class ExtractionPool:
             metrics.EXTRACTION_TIMEOUTS.inc()
             return Quarantine("extract_timeout", f"no result after {self.timeout:g}s; worker killed")
         except ProcessExpired as exc:
-            return Quarantine("worker_died", f"extraction worker died (exit code {exc.exitcode})")
+            return WorkerDied(f"extraction worker died under the document (exit code {exc.exitcode})")
         except MemoryError:
             return Quarantine("extract_memory", "extraction ran out of its memory limit")
         except (Drop, Quarantine) as exc:
             return exc
+        except BrokenProcessPool as exc:
+            raise RuntimeError(f"extraction pool is broken: {exc}") from exc  # the stage stops, loudly
         except Exception as exc:  # noqa: BLE001 - handed to the runner, which retries then dead-letters
             return exc
 

@@ -138,7 +138,9 @@ def make_runner(settings: Settings) -> StageRunner:
     stories = StoryIndex(settings.story_window) if settings.enrich else None
     if stories is not None:
         seed_story_window(settings, stories)
-    processor = Processor(settings, ExtractionPool(settings), stories)
+    pool = ExtractionPool(settings)
+    pool.start()
+    processor = Processor(settings, pool, stories)
     sink = TransactionalKafkaSink(
         settings, "processor", settings.topic_enriched, transactional_id=f"{group}-{settings.instance_id}"
     )

@@ -4,8 +4,10 @@ dead-letter listing and replay."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 
+import psutil
 import pytest
 
 from ingest.poller import Poller
@@ -115,3 +117,56 @@ def test_dlq_commands(make_settings):
     assert [r["original_offset"] for r in (json.loads(x) for x in newsflow(s, "dlq", "list", "--json")
                                            .communicate(timeout=120)[0].decode().splitlines())] == [1]
     assert [r.value for r in read_topic(s, s.topic_raw)][-1] == b"not json"
+
+
+class WorkerKiller(threading.Thread):
+    """Kills every extraction worker that has burnt more than a second of CPU since it was first
+    seen: the worker chewing on the slow page, again after every retry."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.killed: list[int] = []
+
+    def workers(self) -> list[psutil.Process]:
+        out = []
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                parent = proc.parent()
+                if parent is not None and "forkserver" in " ".join(parent.cmdline()):
+                    out.append(proc)
+            except psutil.Error:
+                continue
+        return out
+
+    def run(self) -> None:
+        seen: dict[int, float] = {}
+        while not self.stop.wait(0.2):
+            for proc in self.workers():
+                try:
+                    cpu = sum(proc.cpu_times()[:2])
+                    if cpu - seen.setdefault(proc.pid, cpu) > 1.0:
+                        proc.kill()
+                        self.killed.append(proc.pid)
+                except psutil.Error:
+                    continue
+
+
+def test_a_dying_worker_is_retried_max_attempts_times_then_dead_lettered(make_settings):
+    s = make_settings(extract_timeout_s=120, topic_partitions=1, max_attempts=2, enrich=False)
+    slow = raw_record("https://council.example/slow", slow_html())
+    good = raw_record("https://council.example/items/1", synthetic_page(1))
+    produce(s, [(slow.id.encode(), slow.to_bytes()), (good.id.encode(), good.to_bytes())])
+    killer = WorkerKiller()
+    runner = make_runner(s)
+    killer.start()
+    try:
+        runner.run(idle_exit_s=3)
+    finally:
+        killer.stop.set()
+        killer.join()
+    assert len(killer.killed) == 2  # the first try and one retry
+    assert set(articles(s)) == {good.id}
+    [dead] = read_topic(s, s.topic_dlq)
+    h = header_map(dead)
+    assert (dead.key, h["nf-error-class"], h["nf-attempts"]) == (slow.id.encode(), "WorkerDied", "2")
