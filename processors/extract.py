@@ -96,42 +96,36 @@ def parse_page_date(value: str | None) -> datetime | None:
     return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
-# Publication-date markup that publishers fill from their CMS: read directly, no heuristics.
-_DATE_META = XPath(
+# Publication-time markup, read only to give htmldate's day its time of day and offset.
+_TIME_META = XPath(
     "//meta[@property='article:published_time' or @name='article:published_time'"
-    " or @itemprop='datePublished' or @name='pubdate' or @name='publish-date'"
-    " or @name='parsely-pub-date' or @name='sailthru.date' or @name='dcterms.created'"
-    " or @name='DC.date.issued' or @name='dc.date.issued']/@content"
+    " or @itemprop='datePublished' or @name='pubdate' or @name='publish-date']/@content"
 )
-_LD_DATE = re.compile(r'"datePublished"\s*:\s*"([^"]{8,40})"')
+_LD_PUBLISHED = re.compile(r'"datePublished"\s*:\s*"([^"]{8,40})"')
 
 
-def _markup_date(tree: HtmlElement) -> datetime | None:
-    """``article:published_time``-style meta tags, then JSON-LD ``datePublished``."""
-    values = [str(v) for v in _DATE_META(tree)]
+def _published_times(tree: HtmlElement) -> list[datetime]:
+    values = [str(v) for v in _TIME_META(tree)]
     for script in tree.iter("script"):
         if "ld+json" in (script.get("type") or "") and script.text:
-            values += _LD_DATE.findall(script.text)
-    for value in values:
-        d = parse_page_date(value.strip().replace("Z", "+00:00"))
-        if d is not None and datetime(1990, 1, 1, tzinfo=UTC) < d < datetime.now(UTC) + timedelta(days=1):
-            return d
-    return None
+            values += _LD_PUBLISHED.findall(script.text)
+    found = (parse_page_date(v.strip().replace("Z", "+00:00")) for v in values)
+    return [d for d in found if d is not None]
 
 
 def _page_date(tree: HtmlElement, url: str | None) -> datetime | None:
-    """Publication-date markup first; else htmldate (markup, then its slower text search)."""
-    found = _markup_date(tree)
-    if found is not None:
-        return found
-    params = {
-        "url": url,
-        "original_date": True,
-        "outputformat": "%Y-%m-%dT%H:%M:%S%z",
-        "max_date": (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d"),
-    }
-    date = find_date(tree, extensive_search=False, **params) or find_date(tree, extensive_search=True, **params)
-    return parse_page_date(date)
+    """htmldate as trafilatura runs it (original publication date, extensive search), so the day
+    is trafilatura's; when it comes without a time (e.g. from the URL) and the publication-time
+    markup names the same day, the markup's time and offset are kept."""
+    date = parse_page_date(find_date(
+        tree, url=url, original_date=True, extensive_search=True, outputformat="%Y-%m-%dT%H:%M:%S%z",
+        max_date=(datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d"),
+    ))
+    if date is not None and (date.hour, date.minute, date.second) == (0, 0, 0):
+        for precise in _published_times(tree):
+            if precise.date() == date.date():
+                return precise
+    return date
 
 
 def _structured(tree: HtmlElement) -> tmeta.Document:

@@ -9,11 +9,14 @@ title          page title, unless it is empty or just the site's name (site name
                host); a trailing `` | Site`` / `` - Site`` naming the site is cut off. Else the
                feed entry's title.
 published_at   feed ``published``, unless missing or later than the processing time; else the
-               page's date (publication-date markup, then htmldate), unless in the future; else the
-               feed's ``updated`` unless in the future; else none. Offsets are kept as given.
+               page's date (htmldate as trafilatura runs it, with the time of day from
+               ``article:published_time``/JSON-LD when they name the same day), unless in the
+               future; else the feed's ``updated`` unless in the future; else none. Offsets are
+               kept as given.
 author         page author from structured markup (meta tags, JSON-LD); else the feed entry's
                author (``By``, e-mail addresses and the site's own name removed); else the page's
-               byline heuristics. Generic values (``admin``, ``staff``, the site name) never win.
+               byline heuristics. Generic values (``admin``, ``staff``, the site name) never win;
+               a list of more than three ``;``-separated items keeps only a leading person name.
 description    page meta/Open Graph description; else the feed summary (markup stripped).
 site_name      page site name (``og:site_name``, JSON-LD publisher, ...); else the feed title.
 image          page ``og:image``/JSON-LD image; else the feed entry's image.
@@ -122,6 +125,11 @@ def pick_date(feed_published: datetime | None, page_date, feed_updated: datetime
 def clean_author(value: str | None, names: set[str]) -> str | None:
     if not value:
         return None
+    parts = [p.strip() for p in value.split(";")]
+    if len(parts) > 3:  # "Jan Doe; Journalist; Columnist; Author", "CSP; International; Solar; ..."
+        if not re.fullmatch(r"(?:[A-ZÀ-Þ][\w'’.-]+\s+){1,3}[A-ZÀ-Þ][\w'’.-]+", parts[0]):
+            return None
+        value = parts[0]
     value = _EMAIL.sub(" ", value)
     value = clean_field(_BY.sub("", clean_field(value) or ""), "author")
     if not value or value.casefold() in _GENERIC_AUTHORS or _key(value) in names:

@@ -90,6 +90,9 @@ def test_byline_heuristics_run_only_when_needed():
 def test_clean_author_rejects_non_names():
     assert clean_author("12345", set()) is None
     assert clean_author("Von Anna Berg", set()) == "Anna Berg"
+    assert clean_author("Anna Berg; Tom Roe", set()) == "Anna Berg; Tom Roe"
+    assert clean_author("Jan Fleischhauer; Deutscher Journalist; Kolumnist; Autor", set()) == "Jan Fleischhauer"
+    assert clean_author("CSP; International; Photovoltaik; Solarthermie; Speicher", set()) is None
 
 
 def test_description_site_name_image_and_lists():
