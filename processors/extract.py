@@ -45,16 +45,12 @@ def _none() -> None:
     return None
 
 
-def _empty() -> list[str]:
-    return []
-
-
 @dataclass
 class PageMeta:
-    """What the page says about itself. ``date``, ``byline``, ``categories`` and ``link_tags`` are
-    zero-argument callables (computed once, on first call) because they are the expensive part.
-    Categories come from structured markup only (``article:section``, JSON-LD ``articleSection``):
-    trafilatura's category-link heuristic costs more than all the other metadata together."""
+    """What the page says about itself. ``date`` and ``byline`` are zero-argument callables
+    (computed once, on first call) because they are the expensive part. Categories and tags come
+    from structured markup only (``article:section``/``article:tag``, JSON-LD, meta keywords):
+    trafilatura's category/tag-link heuristics cost more than all the other metadata together."""
 
     title: str | None = None
     site_name: str | None = None
@@ -62,12 +58,11 @@ class PageMeta:
     image: str | None = None
     url: str | None = None
     author: str | None = None
+    categories: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     lang: str | None = None
     date: Callable[[], datetime | None] = _none
     byline: Callable[[], str | None] = _none
-    categories: Callable[[], list[str]] = _empty
-    link_tags: Callable[[], list[str]] = _empty
 
 
 @dataclass(frozen=True)
@@ -155,12 +150,11 @@ def read_meta(tree: HtmlElement, url: str | None) -> PageMeta:
         image=doc.image,
         url=doc.url or tmeta.extract_url(tree, None),
         author=doc.author,
+        categories=list(doc.categories or []),
         tags=list(doc.tags or []),
         lang=html_lang.strip() if html_lang else None,
         date=cache(lambda: _page_date(tree, url)),
         byline=cache(lambda: tmeta.extract_author(tree)),
-        categories=lambda: list(doc.categories or []),
-        link_tags=cache(lambda: tmeta.extract_catstags("tag", tree)),
     )
 
 

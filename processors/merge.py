@@ -21,15 +21,13 @@ description    page meta/Open Graph description; else the feed summary (markup s
 site_name      page site name (``og:site_name``, JSON-LD publisher, ...); else the feed title.
 image          page ``og:image``/JSON-LD image; else the feed entry's image.
 categories     page categories from structured markup (``article:section``, JSON-LD ``articleSection``).
-tags           page tags (``article:tag``, keywords) together with the feed entry's tags; tag links
-               on the page only when neither has any.
+tags           page tags (``article:tag``, meta keywords) together with the feed entry's tags.
 canonical_url  the page's ``<link rel=canonical>``/``og:url`` when it is http(s), on the same host
                (ignoring ``www.``/``m.``/``amp.``) and not the site's home page; else the poller's
                canonical URL. ``id`` never changes: it is the poller's identity of the article.
 =============  ======================================================================================
 
-Expensive page fields (date, byline, category/tag links) are computed only when the rule
-reaches them.
+Expensive page fields (date, byline) are computed only when the rule reaches them.
 """
 
 from __future__ import annotations
@@ -190,14 +188,12 @@ def merge(page: PageMeta, entry: FeedEntry, *, feed_title: str | None, poller_ca
     if image and len(image.encode("utf-8")) > 4096:  # a truncated URL is a wrong URL
         image, src["image"] = None, "none"
 
-    categories = clean_list(page.categories(), split_commas=True)
+    categories = clean_list(page.categories, split_commas=True)
     src["categories"] = "page" if categories else "none"
 
     page_tags = clean_list(page.tags, split_commas=True)
     tags = clean_list([*page_tags, *entry.tags], split_commas=True)
     src["tags"] = "+".join(s for s, v in (("page", page_tags), ("feed", entry.tags)) if v) or "none"
-    if not tags and (tags := clean_list(page.link_tags(), split_commas=True)):
-        src["tags"] = "page:links"
 
     canonical, src["canonical_url"] = pick_canonical(page.url, poller_canonical)
     return Merged(

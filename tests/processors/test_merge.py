@@ -97,7 +97,7 @@ def test_clean_author_rejects_non_names():
 
 def test_description_site_name_image_and_lists():
     entry = FeedEntry(summary="<p>The <b>old</b> lighthouse</p>", tags=["Harbour", "Votes"], image="https://a.example/f.jpg")
-    m = merge(page(tags=["harbour, lighthouse"], categories=lambda: ["Local"]), entry, feed_title="Harbour Gazette",
+    m = merge(page(tags=["harbour, lighthouse"], categories=["Local"]), entry, feed_title="Harbour Gazette",
               poller_canonical="https://a.example/x", now=NOW)
     assert m.description == "The old lighthouse" and m.sources["description"] == "feed"
     assert m.site_name == "Harbour Gazette" and m.sources["site_name"] == "feed"
@@ -108,16 +108,6 @@ def test_description_site_name_image_and_lists():
     m = merge(page(description="Page says", site_name="Gazette", image="https://a.example/p.jpg"), entry,
               feed_title="Feed", poller_canonical="https://a.example/x", now=NOW)
     assert (m.description, m.site_name, m.image) == ("Page says", "Gazette", "https://a.example/p.jpg")
-
-
-def test_tag_links_only_when_page_and_feed_have_none():
-    calls = []
-    merge(page(link_tags=lambda: calls.append(1) or []), FeedEntry(tags=["x"]), feed_title=None,
-          poller_canonical="https://a.example/x", now=NOW)
-    assert calls == []
-    m = merge(page(link_tags=lambda: ["from links"]), FeedEntry(), feed_title=None,
-              poller_canonical="https://a.example/x", now=NOW)
-    assert m.tags == ["from links"] and m.sources["tags"] == "page:links"
 
 
 @pytest.mark.parametrize(("declared", "expected", "source"), [
