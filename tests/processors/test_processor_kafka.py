@@ -170,3 +170,20 @@ def test_a_dying_worker_is_retried_max_attempts_times_then_dead_lettered(make_se
     [dead] = read_topic(s, s.topic_dlq)
     h = header_map(dead)
     assert (dead.key, h["nf-error-class"], h["nf-attempts"]) == (slow.id.encode(), "WorkerDied", "2")
+
+
+def test_story_labels_survive_a_restart(make_settings):
+    s = make_settings(topic_partitions=1)
+    wire = seed_html()
+    first = raw_record("https://outlet-one.example/world/ukraine", wire)
+    produce(s, [(first.id.encode(), first.to_bytes())])
+    make_runner(s).run(idle_exit_s=3)
+    # A new processor (restart): its window is seeded from articles.enriched, so the same wire
+    # copy on another outlet joins the first outlet's story; an unrelated article starts its own.
+    copy = raw_record("https://outlet-two.example/news/russia", wire.replace(b"The Fixture Times", b"Other Daily"))
+    other = raw_record("https://council.example/items/7", synthetic_page(7))
+    produce(s, [(copy.id.encode(), copy.to_bytes()), (other.id.encode(), other.to_bytes())])
+    make_runner(s).run(idle_exit_s=3)
+    got = articles(s)
+    assert got[copy.id].story_id == got[first.id].story_id == first.id
+    assert got[other.id].story_id == other.id
