@@ -15,7 +15,10 @@ Measured per article:
 latency = t_search - t_poll, on one monotonic clock (site, publisher and watcher share this process).
 Articles published in the first 2 s are left out. p50/p99 are computed per repetition;
 the report gives the median over repetitions. While the stages run, each one's memory is sampled
-(VmHWM of the stage process; resident sum of the stage and its workers): the per-stage peak RSS.
+(VmHWM of the stage process; resident sum of the stage and its workers): the per-stage peak RSS; and
+the CPU each stage (with its workers) spent per measured article, and the machine's 1-minute load
+average at the start and end of each repetition, are recorded: on a shared 2-core machine the
+processor's enrichment competes with everything else, and the latency shows it.
 
 Goal (issue 7): p50 < 1 s, p99 < 3 s.
 ``run(quick) -> dict`` is what ``make bench`` calls; ``python bench/bench_e2e.py [--quick]`` prints it.
@@ -24,6 +27,7 @@ Goal (issue 7): p50 < 1 s, p99 < 3 s.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -121,6 +125,23 @@ class Watcher(threading.Thread):
         self.es.close()
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live children."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        total = sum(proc.cpu_times()[:2])
+        for child in proc.children(recursive=True):
+            try:
+                total += sum(child.cpu_times()[:2])
+            except psutil.NoSuchProcess:
+                pass
+        return total
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
 def stage_stamps(s: Settings) -> dict[str, dict[str, float]]:
     """article id -> when its record was appended to articles.raw / articles.enriched, on our monotonic
     clock (Kafka CreateTime is wall-clock milliseconds, set by the producing stage on this machine)."""
@@ -181,6 +202,8 @@ def one_run(base: Settings, duration_s: float, workdir: Path) -> dict[str, Any]:
                 raise RuntimeError("the warm-up article was not searchable after 180 s")
             time.sleep(0.1)
         print(f"[bench e2e] publishing {n_articles - 1} articles at {RATE_PER_S:g}/s ...", file=sys.stderr)
+        cpu_start = {name: tree_cpu_s(p.pid) for name, p in procs.items()}
+        load_start = os.getloadavg()[0]
         published_at: dict[str, float] = {}
         t0 = time.monotonic()
         for i in range(1, n_articles):
@@ -193,6 +216,8 @@ def one_run(base: Settings, duration_s: float, workdir: Path) -> dict[str, Any]:
         while watcher.pending and time.monotonic() < drain_deadline:
             time.sleep(0.2)
         stamps = stage_stamps(s)
+        cpu = {name: tree_cpu_s(p.pid) for name, p in procs.items()}
+        load_end = os.getloadavg()[0]
     finally:
         watcher.halt.set()
         for p in procs.values():
@@ -241,6 +266,9 @@ def one_run(base: Settings, duration_s: float, workdir: Path) -> dict[str, Any]:
         "peak_rss_mib": {n: round(p.peak_rss / 2**20) for n, p in procs.items()},
         "peak_rss_tree_mib": {n: round(p.peak_rss_tree / 2**20) for n, p in procs.items()},
         "watcher_errors": watcher.errors,
+        # CPU the stages spent while the measured articles flowed, per article (stage + its workers)
+        "cpu_ms_per_article": {n: round((cpu[n] - cpu_start[n]) * 1000 / (n_articles - 1), 1) for n in procs},
+        "load_avg_1m": [round(load_start, 2), round(load_end, 2)],
     }
 
 
@@ -270,6 +298,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "missing": sum(r["missing"] for r in runs),
         "peak_rss_mib": {n: max(r["peak_rss_mib"][n] for r in runs) for n in stages},
         "peak_rss_tree_mib": {n: max(r["peak_rss_tree_mib"][n] for r in runs) for n in stages},
+        "cpu_ms_per_article": {n: statistics.median(r["cpu_ms_per_article"][n] for r in runs) for n in stages},
+        "load_avg_1m_runs": [r["load_avg_1m"] for r in runs],
         "runs": runs,
         "settings": {k: getattr(base, k) for k in ("enrich", "batch_size", "batch_wait_ms", "extract_workers",
                                                     "topic_partitions")} | {"poll_interval_s": 1.0},

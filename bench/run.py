@@ -450,6 +450,8 @@ def render(mach: dict[str, Any], results: dict[str, dict[str, Any]], plots: list
                 "- median of each leg (first repetition): " + _fmt(r["runs"][0].get("legs_median_s", {})),
                 f"- peak RSS per stage (MiB): {_fmt(r['peak_rss_mib'])}; with worker processes: "
                 f"{_fmt(r['peak_rss_tree_mib'])}",
+                f"- CPU per article (ms, stage + workers, median): {_fmt(r.get('cpu_ms_per_article', {}))}",
+                f"- 1-minute load average at start/end of each repetition: {r.get('load_avg_1m_runs')}",
                 f"- settings: {_fmt(r['settings'])}",
             ]
             lines += [""]
