@@ -26,18 +26,20 @@ CONTROL_TEXT = "The harbour council met on Tuesday and agreed to repair the old 
 
 
 def page_outcome(cycle: Cycle, url: str, control_feed: str) -> str:
+    """Where the hostile page ended: articles.raw, the DLQ (with its reason), still pending a retry,
+    and what the health of the feed that listed it says."""
+    row = cycle.health.get(control_feed, {})
+    parts = []
     if cycle.produced(url):
-        return "delivered to articles.raw"
+        parts.append("delivered to articles.raw")
     dead = cycle.dead_for(url)
     if dead:
-        return f"dead-lettered: {dead[0].get('nf-error-class')}"
-    row = cycle.health.get(control_feed, {})
+        parts.append(f"dead-lettered: {dead[0].get('nf-error-class')}")
     if row.get("pending_pages"):
-        return f"pending retry ({row['pending_pages']} page(s))"
-    mentions = [k for k, v in row.items() if "page" in k and v and k not in ("pending_pages",)]
-    if mentions:
-        return "on the feed's health: " + ", ".join(f"{k}={row[k]}" for k in mentions)
-    return "refused, not recorded"
+        parts.append(f"pending retry ({row['pending_pages']})")
+    if row.get("last_page_error"):
+        parts.append(f"on the feed's health: {str(row['last_page_error']).split(':')[0]}")
+    return "; ".join(parts) or "refused, not recorded"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.slug for c in CASES])
@@ -87,8 +89,9 @@ def test_hostile_case(case: Case, site, make_settings, tmp_path):
     # the page
     if case.page_refused:
         assert not cycle.produced(site.url(page_path)), f"a harmful page reached articles.raw\n{context}"
-        assert page != "refused, not recorded", (
-            f"the page failure is nowhere: not in the DLQ, not pending, not on the feed's health\n{context}")
+        control_row = cycle.health.get(control_feed, {})
+        assert control_row.get("last_page_error") or control_row.get("pending_pages"), (
+            f"the page failure is not on the health of the feed that listed it\n{context}")
     else:
         assert cycle.produced(site.url(page_path)), f"a readable page did not reach articles.raw\n{context}"
 
