@@ -12,12 +12,16 @@ Environment:
   CHAOS_ES_PORT        9202 (transport: CHAOS_ES_TRANSPORT_PORT 9302)
   CHAOS_KEEP_STACK=1   leave the dedicated stack running afterwards (faster re-runs while developing)
   CHAOS_ARTICLES       articles per scenario (default 10000)
+  CHAOS_KAFKA_FAULT    restart (default: stack.sh restart kafka) | kill9 (SIGKILL the broker, then start it)
+  CHAOS_ES_FAULT       stop (default: stack.sh down es) | kill9 (SIGKILL the node); up again after 60 s
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,6 +65,20 @@ class ChaosStack:
 
     def restart(self, service: str) -> None:
         self.sh("restart", service)
+
+    def kill9(self, service: str) -> None:
+        """SIGKILL the service's JVM (no clean shutdown: the broker recovers its logs on start)."""
+        pid_file = self.state_dir / service / f"{service}.pid"
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{service} (pid {pid}) survived SIGKILL")
 
     def wipe(self) -> None:
         """Delete every topic and index left on the DEDICATED stack by earlier (interrupted) runs."""

@@ -31,6 +31,8 @@ SEED = int(os.environ.get("CHAOS_SEED", time.time_ns() % 2**32))  # printed in e
 # with CHAOS_KILL_AFTER_PROGRESS=0, after its restart whatever it is doing (joining, initialising...).
 KILL_DELAY_S = tuple(float(x) for x in os.environ.get("CHAOS_KILL_DELAY_S", "0,2").split(","))
 KILL_AFTER_PROGRESS = os.environ.get("CHAOS_KILL_AFTER_PROGRESS", "1") != "0"
+KAFKA_FAULT = os.environ.get("CHAOS_KAFKA_FAULT", "restart")  # restart | kill9
+ES_FAULT = os.environ.get("CHAOS_ES_FAULT", "stop")  # stop | kill9
 
 
 @pytest.fixture
@@ -103,9 +105,14 @@ def test_kill9_indexer_repeatedly(pipeline, record_case):
 def test_kafka_broker_restart_mid_run(pipeline, chaos_stack, record_case):
     pipeline.start()
     pipeline.wait_indexed(N_ARTICLES // 5, timeout_s=DEADLINE_S)
-    chaos_stack.restart("kafka")
+    if KAFKA_FAULT == "kill9":
+        chaos_stack.kill9("kafka")
+        chaos_stack.up("kafka")
+    else:
+        chaos_stack.restart("kafka")
     pipeline.check_alive()
-    result = pipeline.finish("kafka broker restart", pipeline.room.expected_urls(), timeout_s=DEADLINE_S)
+    result = pipeline.finish(f"kafka broker {'kill -9 + start' if KAFKA_FAULT == 'kill9' else 'restart'}",
+                             pipeline.room.expected_urls(), timeout_s=DEADLINE_S)
     record_case(result)
     assert_clean(result, pipeline)
 
@@ -113,13 +120,17 @@ def test_kafka_broker_restart_mid_run(pipeline, chaos_stack, record_case):
 def test_elasticsearch_down_60s(pipeline, chaos_stack, record_case):
     pipeline.start()
     pipeline.wait_indexed(N_ARTICLES // 5, timeout_s=DEADLINE_S)
-    chaos_stack.down("es")
+    if ES_FAULT == "kill9":
+        chaos_stack.kill9("es")
+    else:
+        chaos_stack.down("es")
     down_at = time.monotonic()
     while time.monotonic() - down_at < 60:
         pipeline.check_alive()  # a stage dying of the outage is recorded (and fails the case)
         time.sleep(1)
     chaos_stack.up("es")
-    result = pipeline.finish("elasticsearch down 60 s", pipeline.room.expected_urls(), timeout_s=DEADLINE_S)
+    result = pipeline.finish(f"elasticsearch {'kill -9' if ES_FAULT == 'kill9' else 'down'} 60 s",
+                             pipeline.room.expected_urls(), timeout_s=DEADLINE_S)
     result.notes["es_outage_s"] = round(time.monotonic() - down_at)
     record_case(result)
     assert_clean(result, pipeline)
