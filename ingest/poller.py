@@ -93,8 +93,11 @@ class _Assignments(ConsumerRebalanceListener):
         self.joined = False
 
     def on_partitions_revoked(self, revoked):
+        # A rebalance began: until its assignment arrives this instance owns nothing, and ``run(once=True)``
+        # must wait for it instead of finding nothing due and returning (a poll may return mid-rebalance).
         self.revoked |= set(revoked)
         self.assigned -= set(revoked)
+        self.joined = False
 
     def on_partitions_assigned(self, assigned):
         self.assigned |= set(assigned)

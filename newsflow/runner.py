@@ -227,6 +227,7 @@ class TransactionalKafkaSink:
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self) -> None:
         self.revoked: set[TopicPartition] = set()
+        self.joined = False  # holds an assignment (False before the first join and during a rebalance)
 
     def on_partitions_revoked(self, revoked):
         # Called inside poll(), i.e. between batches or while a batch waits on back-pressure.
@@ -234,9 +235,11 @@ class _Rebalance(ConsumerRebalanceListener):
         # work to give up is the pending batch's records of these partitions: the new owner
         # re-reads them from the committed offset.
         self.revoked |= set(revoked)
+        self.joined = False
         log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
 
     def on_partitions_assigned(self, assigned):
+        self.joined = True
         log.info("partitions assigned: %s", sorted(str(tp) for tp in assigned))
 
 
@@ -290,14 +293,15 @@ class StageRunner:
         return 0
 
     def run(self, *, max_batches: int | None = None, idle_exit_s: float | None = None) -> None:
-        """Loop until stopped. ``max_batches``/``idle_exit_s`` bound the loop (tests, reindex)."""
+        """Loop until stopped. ``max_batches``/``idle_exit_s`` bound the loop (tests, reindex). Idle time
+        counts only while the group has given this consumer its assignment: joining can take seconds."""
         done = 0
         idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
                 n = self.step()
-                if n:
-                    done += 1
+                if n or not self._rebalance.joined:
+                    done += bool(n)
                     idle_since = time.monotonic()
                 elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                     break
