@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 from ingest import metrics
@@ -49,10 +50,11 @@ from ingest.state import (
     FeedDefinition, FeedState, Policy, moved_definition, new_state, on_error, reconcile, settle, utcnow,
 )
 from ingest.store import (
-    load_feeds_file, partitions_of, put_definition, put_state, read_table, states, table_consumer,
+    decode, decode_table, load_feeds_file, partitions_of, put_definition, put_state, read_table, table_consumer,
     topic_is_empty,
 )
 from newsflow.kafka_io import make_consumer, make_producer
+from newsflow.runner import DeadLetter, send_dead_letters
 from newsflow.settings import Settings
 from newsflow.topology import ensure_topics
 
@@ -60,6 +62,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_FEEDS = 2000  # feeds per batch: bounds the results (and producer buffers) held at once
 REDELIVERY_DELAY = timedelta(seconds=10)
+STATE_SCAN_S = 10.0  # how often the owner looks at the tail of its state partitions for foreign records
 KNOWN_ARTICLES_CAP = 200_000
 
 
@@ -115,7 +118,12 @@ class Poller:
         self.slots: dict[str, Slot] = {}
         self.ready: set[int] = set()  # partitions whose definitions and states are loaded
         self.loading: dict[int, int] = {}  # partition -> end offset of the feeds topic to reach
-        self.loading_defs: dict[int, dict[str, FeedDefinition | None]] = {}
+        self.loading_defs: dict[int, dict[str, ConsumerRecord]] = {}  # latest definition record per feed id
+        # State partitions of this instance: offset to scan from, and the offsets it wrote itself since.
+        self.state_scan_from: dict[int, int] = {}
+        self.own_state_offsets: dict[int, set[int]] = {}
+        self.state_scan_s = STATE_SCAN_S
+        self._next_state_scan = 0.0
         self.known_articles: dict[str, int] = {}
         self.stats = PollerStats()
         self.health = metrics.HealthGauges()
@@ -236,6 +244,9 @@ class Poller:
                 self.loading.pop(p, None)
                 self.loading_defs.pop(p, None)
             self.slots = {k: v for k, v in self.slots.items() if v.partition not in lost}
+            for p in lost:
+                self.state_scan_from.pop(p, None)
+                self.own_state_offsets.pop(p, None)
             log.info("feed partitions revoked: %s", sorted(lost))
         if a.assigned:
             tps = sorted(a.assigned, key=lambda tp: tp.partition)
@@ -254,21 +265,23 @@ class Poller:
         for tp, records in polled.items():
             for r in records:
                 if r.key is not None:
-                    self._definition_record(tp.partition, r.key.decode("utf-8", "replace"), r.value)
+                    self._definition_record(r)
         for p, end in list(self.loading.items()):
             if self.consumer.position(TopicPartition(self.settings.topic_feeds, p)) >= end:
                 self._load_partition(p)
+        if self.ready and time.monotonic() >= self._next_state_scan:
+            self.scan_state_tail()
 
-    def _definition_record(self, partition: int, fid: str, value: bytes | None) -> None:
-        try:
-            definition = FeedDefinition.from_bytes(value) if value is not None else None
-        except ValueError as exc:  # pydantic's ValidationError included: a foreign record is skipped, loudly
-            log.error("feeds topic: record %r in partition %d is not a feed definition: %s", fid, partition, exc)
-            return
+    def _definition_record(self, record: ConsumerRecord) -> None:
+        partition, fid = record.partition, record.key.decode("utf-8", "replace")
         if partition in self.loading_defs:
-            self.loading_defs[partition][fid] = definition
+            self.loading_defs[partition][fid] = record  # decided once the partition is read to its end
             return
         if partition not in self.ready:
+            return
+        definition = decode(record, FeedDefinition) if record.value is not None else None
+        if isinstance(definition, DeadLetter):
+            self.quarantine([definition])
             return
         if definition is None:
             self.slots.pop(fid, None)
@@ -281,8 +294,15 @@ class Poller:
             slot.state = reconcile(slot.state, definition)
 
     def _load_partition(self, partition: int) -> None:
-        defs = {k: d for k, d in self.loading_defs.pop(partition).items() if d is not None}
-        stored = states(read_table(self.reader, self.settings.topic_feed_state, [partition]))
+        found, bad_defs = decode_table(self.loading_defs.pop(partition), FeedDefinition)
+        defs = {k: d for k, (_p, d) in found.items()}
+        s = self.settings
+        scan_from = self.reader.end_offsets([TopicPartition(s.topic_feed_state, partition)])
+        found_states, bad_states = decode_table(read_table(self.reader, s.topic_feed_state, [partition]), FeedState)
+        stored = {k: st for k, (_p, st) in found_states.items()}
+        self.quarantine(bad_defs + bad_states)
+        self.state_scan_from[partition] = next(iter(scan_from.values()))
+        self.own_state_offsets[partition] = set()
         for fid, definition in defs.items():
             state = reconcile(stored.get(fid), definition)
             # pages left pending by the previous owner (or a crash) are taken up at once
@@ -296,6 +316,61 @@ class Poller:
         log.info("feed partition %d loaded: %d feeds, %d with state", partition, len(defs),
                  sum(1 for f in defs if f in stored))
         self.health.update(s.state for s in self.slots.values())
+
+    def quarantine(self, dead: list[DeadLetter]) -> None:
+        """Poison in a feed table (a record that is not a definition, or not a state): dead-letter it
+        with its reason, then delete it from the table (a tombstone), so the table says what the poller
+        acts on and the record is dead-lettered once. A feed whose definition was overwritten by poison is
+        gone; its bytes are in the DLQ."""
+        if not dead:
+            return
+        sent = send_dead_letters(self.producer, self.settings.topic_dlq, "poller", dead)
+        self.producer.flush()
+        if not all(f.succeeded() for f in sent):
+            raise KafkaError("feed-table poison not dead-lettered: left in place, retried on the next read")
+        for d in dead:
+            r = d.record
+            log.error("%s: record %r in partition %d is poison, dead-lettered: %s", r.topic, r.key, r.partition,
+                      d.message)
+            self.producer.send(r.topic, key=r.key, value=None, partition=r.partition)
+        self.producer.flush()
+        self.stats.dead_lettered += len(dead)
+
+    def scan_state_tail(self) -> None:
+        """The state topic is written only by the owners of its partitions, so a record there that this
+        owner did not write is foreign: poison is quarantined (a valid foreign state is left alone; the
+        owner's next write for that feed supersedes it). Reads only what was appended since the last scan,
+        and skips this instance's own writes without decoding them."""
+        self._next_state_scan = time.monotonic() + self.state_scan_s
+        topic = self.settings.topic_feed_state
+        tps = {TopicPartition(topic, p): off for p, off in self.state_scan_from.items() if p in self.ready}
+        if not tps:
+            return
+        ends = self.reader.end_offsets(list(tps))
+        todo = {tp for tp, off in tps.items() if off < ends[tp]}
+        if not todo:
+            return
+        self.reader.assign(list(todo))
+        for tp in todo:
+            self.reader.seek(tp, tps[tp])
+        dead: list[DeadLetter] = []
+        deadline = time.monotonic() + 30
+        while todo and time.monotonic() < deadline:
+            for tp, records in self.reader.poll(timeout_ms=500).items():
+                own = self.own_state_offsets.get(tp.partition, set())
+                for r in records:
+                    if r.offset < ends[tp] and r.offset not in own and r.key is not None and r.value is not None:
+                        got = decode(r, FeedState)
+                        if isinstance(got, DeadLetter):
+                            dead.append(got)
+            todo = {tp for tp in todo if self.reader.position(tp) < ends[tp]}
+        self.reader.assign([])
+        for tp in tps:
+            if tp not in todo:  # read to its end: the next scan starts there
+                self.state_scan_from[tp.partition] = ends[tp]
+                self.own_state_offsets[tp.partition] = {o for o in self.own_state_offsets.get(tp.partition, ())
+                                                        if o >= ends[tp]}
+        self.quarantine(dead)
 
     def _idle_ms(self) -> int:
         now = self.clock()
@@ -410,6 +485,10 @@ class Poller:
         failed = [f.exception for f in writes if not f.succeeded()]
         if failed:
             raise KafkaError(f"{len(failed)} feed state records not persisted: {failed[0]!r}")
+        for f in writes:
+            md = f.value
+            if md.topic == s.topic_feed_state and md.partition in self.own_state_offsets:
+                self.own_state_offsets[md.partition].add(md.offset)
         self._trim_known()
         self.health.update(sl.state for sl in self.slots.values())
 

@@ -4,6 +4,10 @@ Both are keyed by feed id and read as tables: the latest value per key wins, ``N
 deletes. A feed's state record goes to the *same partition number* as its definition record (the
 poller sends it there explicitly), so the instance that owns partition ``p`` of the feeds topic finds
 the state of all its feeds in partition ``p`` of the state topic, whatever the partitioner.
+
+Poison. A record whose latest value is not a definition (or not a state) is dead-lettered to
+``articles.dlq`` with its reason by the poller that owns its partition, then deleted from the table
+with a tombstone, so it is dead-lettered once, not on every re-read (``Poller.quarantine``).
 """
 
 from __future__ import annotations
@@ -11,18 +15,22 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from ingest.state import FeedDefinition, FeedState, utcnow
 from ingest.urls import check_http_url, feed_id
 from newsflow.kafka_io import make_consumer
+from newsflow.runner import DeadLetter
 from newsflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 60.0
+M = TypeVar("M", FeedDefinition, FeedState)
 
 
 class TableReadTimeout(Exception):
@@ -46,12 +54,12 @@ def partitions_of(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.0) 
 
 
 def read_table(consumer: KafkaConsumer, topic: str, partitions: list[int] | None = None,
-               timeout_s: float = READ_TIMEOUT_S) -> dict[str, tuple[int, bytes | None]]:
-    """key -> (partition, latest value) of ``topic`` (given partitions, else all), read up to the end
-    offsets of the moment of the call."""
+               timeout_s: float = READ_TIMEOUT_S) -> dict[str, ConsumerRecord]:
+    """key -> latest record of ``topic`` (given partitions, else all), read up to the end offsets of
+    the moment of the call. A tombstone's record has ``value`` None."""
     parts = partitions if partitions is not None else partitions_of(consumer, topic)
     tps = [TopicPartition(topic, p) for p in parts]
-    table: dict[str, tuple[int, bytes | None]] = {}
+    table: dict[str, ConsumerRecord] = {}
     if not tps:
         return table
     consumer.assign(tps)
@@ -60,10 +68,10 @@ def read_table(consumer: KafkaConsumer, topic: str, partitions: list[int] | None
     remaining = {tp for tp in tps if consumer.position(tp) < end[tp]}
     deadline = time.monotonic() + timeout_s
     while remaining:
-        for tp, records in consumer.poll(timeout_ms=500).items():
+        for _tp, records in consumer.poll(timeout_ms=500).items():
             for r in records:
                 if r.key is not None:
-                    table[r.key.decode("utf-8", "replace")] = (tp.partition, r.value)
+                    table[r.key.decode("utf-8", "replace")] = r
         remaining = {tp for tp in remaining if consumer.position(tp) < end[tp]}
         if remaining and time.monotonic() > deadline:
             raise TableReadTimeout(f"reading {topic} did not reach the end offsets in {timeout_s:.0f}s")
@@ -77,26 +85,47 @@ def topic_is_empty(consumer: KafkaConsumer, topic: str) -> bool:
     return all(v == 0 for v in consumer.end_offsets(tps).values())
 
 
-def _decoded(table: dict[str, tuple[int, bytes | None]], model, topic: str) -> dict[str, tuple[int, object]]:
-    out = {}
-    for k, (p, v) in table.items():
-        if v is None:
+def decode(record: ConsumerRecord, model: type[M]) -> M | DeadLetter:
+    """A table record's value as ``model``, or the dead letter saying why it is not one."""
+    try:
+        return model.from_bytes(record.value)
+    except ValueError as exc:  # pydantic's ValidationError included
+        what = "feed_definition" if model is FeedDefinition else "feed_state"
+        return DeadLetter(record, f"invalid_{what}", f"not a {model.__name__}: {str(exc)[:500]}", 1)
+
+
+def decode_table(table: dict[str, ConsumerRecord], model: type[M]) -> tuple[dict[str, tuple[int, M]], list[DeadLetter]]:
+    """(key -> (partition, value)) of the live keys, and the dead letters of the records that are not a
+    ``model`` (poison: the poller dead-letters them, see ``Poller.quarantine``)."""
+    good: dict[str, tuple[int, M]] = {}
+    bad: list[DeadLetter] = []
+    for k, r in table.items():
+        if r.value is None:
             continue
-        try:
-            out[k] = (p, model.from_bytes(v))
-        except ValueError as exc:  # pydantic's ValidationError included: skipped, loudly, never fatal
-            log.error("%s: record %r in partition %d is not a %s: %s", topic, k, p, model.__name__, exc)
-    return out
+        got = decode(r, model)
+        if isinstance(got, DeadLetter):
+            bad.append(got)
+        else:
+            good[k] = (r.partition, got)
+    return good, bad
 
 
-def definitions(table: dict[str, tuple[int, bytes | None]]) -> dict[str, tuple[int, FeedDefinition]]:
+def _logged(decoded: tuple[dict[str, tuple[int, M]], list[DeadLetter]]) -> dict[str, tuple[int, M]]:
+    good, bad = decoded
+    for d in bad:  # readers other than the owning poller only report them
+        log.error("%s: record %r in partition %d skipped: %s", d.record.topic, d.record.key, d.record.partition,
+                  d.message)
+    return good
+
+
+def definitions(table: dict[str, ConsumerRecord]) -> dict[str, tuple[int, FeedDefinition]]:
     """Feed id -> (partition, definition). Records that are not definitions are logged and skipped."""
-    return _decoded(table, FeedDefinition, "feeds topic")
+    return _logged(decode_table(table, FeedDefinition))
 
 
-def states(table: dict[str, tuple[int, bytes | None]]) -> dict[str, FeedState]:
+def states(table: dict[str, ConsumerRecord]) -> dict[str, FeedState]:
     """Feed id -> state. A record that is not a state is logged and skipped: the feed starts afresh."""
-    return {k: st for k, (_p, st) in _decoded(table, FeedState, "feed-state topic").items()}
+    return {k: st for k, (_p, st) in _logged(decode_table(table, FeedState)).items()}
 
 
 def load_catalog(settings: Settings) -> tuple[dict[str, tuple[int, FeedDefinition]], dict[str, FeedState]]:

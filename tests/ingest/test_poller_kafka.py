@@ -12,6 +12,7 @@ from ingest import state as S
 from ingest.poller import Poller
 from ingest.store import load_catalog, put_definition, definition_for
 from newsflow.kafka_io import make_producer
+from newsflow.runner import H_ERROR, H_ERROR_CLASS, H_STAGE, H_TOPIC
 from tests.ingest.kafka_helpers import Background, raw_articles, records, state_of, wait_for
 from tests.support import hostile
 from tests.support.feeds import rss
@@ -205,15 +206,54 @@ def test_two_instances_started_together_poll_each_feed_once(site, tmp_path, make
     assert sum(r.poller.stats.polls for r in runs) == n
 
 
-def test_a_record_that_is_not_a_definition_is_skipped_not_fatal(site, tmp_path, make_settings):
+def dead_letters(settings) -> dict[bytes, dict[str, bytes]]:
+    """Key -> headers of every record in the DLQ (asserting each key is there once)."""
+    recs = records(settings, settings.topic_dlq)
+    keys = [r.key for r in recs]
+    assert len(keys) == len(set(keys)), f"dead-lettered more than once: {keys}"
+    return {r.key: dict(r.headers) for r in recs}
+
+
+def test_poison_in_the_feed_tables_is_dead_lettered_once_and_the_feed_still_polled(site, tmp_path, make_settings):
     site.add("/feed.xml", rss("S", pages(site, "a")), content_type="application/rss+xml")
     settings = make_settings()
+    fid = definition_for(site.url("/feed.xml")).id.encode()
     producer = make_producer(settings)
     producer.send(settings.topic_feeds, key=b"garbage", value=b"{not json")
-    producer.send(settings.topic_feed_state, key=definition_for(site.url("/feed.xml")).id.encode(), value=b"[]")
+    producer.send(settings.topic_feed_state, key=fid, value=b"[]")
     put_definition(producer, settings, definition_for(site.url("/feed.xml")))
     producer.flush()
     producer.close()
     Poller(settings).run(once=True)
     assert site.hits("/a") == 1
     assert state_of(settings, site.url("/feed.xml")).seen
+    dead = dead_letters(settings)
+    assert dead[b"garbage"][H_ERROR_CLASS] == b"invalid_feed_definition"
+    assert dead[b"garbage"][H_TOPIC] == settings.topic_feeds.encode() and dead[b"garbage"][H_ERROR]
+    assert dead[fid][H_ERROR_CLASS] == b"invalid_feed_state" and dead[fid][H_STAGE] == b"poller"
+    # Tombstoned: the next owner reads the tables again and finds nothing to dead-letter.
+    Poller(settings).run(once=True, force=True)
+    assert set(dead_letters(settings)) == {b"garbage", fid}
+
+
+def test_poison_written_while_the_poller_runs_reaches_the_dlq(site, tmp_path, make_settings):
+    site.add("/feed.xml", rss("S", pages(site, "a")), content_type="application/rss+xml")
+    settings = make_settings(feeds_file=feeds_file(tmp_path, site.url("/feed.xml")))
+    poller = Poller(settings)
+    poller.state_scan_s = 0.2
+    run = Background(poller).start()
+    try:
+        wait_for(lambda: site.hits("/a") == 1, what="the first poll")
+        partition = next(iter(poller.ready))
+        producer = make_producer(settings)
+        producer.send(settings.topic_feeds, key=b"late-definition", value=b"\xfe\xff", partition=partition)
+        producer.send(settings.topic_feed_state, key=b"late-state", value=b'{"url": 42}', partition=partition)
+        producer.flush()
+        producer.close()
+        wait_for(lambda: len(records(settings, settings.topic_dlq)) >= 2, what="both poison records in the DLQ")
+    finally:
+        run.stop()
+    dead = dead_letters(settings)
+    assert dead[b"late-definition"][H_ERROR_CLASS] == b"invalid_feed_definition"
+    assert dead[b"late-state"][H_ERROR_CLASS] == b"invalid_feed_state"
+    assert poller.stats.dead_lettered == 2
