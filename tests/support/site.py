@@ -25,6 +25,7 @@ class FixtureSite:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # keep-alive responses go out at once, not after the ~40 ms ACK delay
 
             def log_message(self, *args):  # keep test output clean
                 pass
