@@ -30,7 +30,7 @@ def make_producer(settings: Settings, *, transactional_id: str | None = None, **
     cfg = common_config(settings) | {
         "acks": "all",
         "enable_idempotence": True,
-        "compression_type": "gzip",
+        "compression_type": None if settings.kafka_compression == "none" else settings.kafka_compression,
         "linger_ms": 20,
         "max_request_size": settings.max_message_bytes + _FRAME_OVERHEAD,
         "retries": 2**31 - 1,
