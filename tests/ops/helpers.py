@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import httpx
 
-from newsflow.settings import REPO_ROOT, Settings
+from newsflow.settings import Settings
 from newsflow.status import parse_metrics
-from newsflow.supervisor import pid_alive, settings_env
+from newsflow.supervisor import pid_alive
+from tests.support.stages import env_for, newsflow, wait_until  # noqa: F401 - the ops tests' helpers
 
 
 def closed_port() -> int:
@@ -45,35 +39,6 @@ def free_port_block(n: int) -> int:
             for s in socks:
                 s.close()
     raise RuntimeError(f"no block of {n} free ports")
-
-
-def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of a subprocess that builds exactly ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_") or k == "NEWSFLOW_CORPUS"}
-    return env | settings_env(settings) | {"PYTHONUNBUFFERED": "1"} | extra
-
-
-def newsflow(settings: Settings, *args: str, stderr: Path | None = None, **extra: str) -> subprocess.Popen:
-    """Start ``newsflow ARGS`` in a subprocess with the test's settings; stderr to a file if given."""
-    err = open(stderr, "ab") if stderr else subprocess.DEVNULL
-    try:
-        return subprocess.Popen([sys.executable, "-m", "newsflow.cli", *args], cwd=REPO_ROOT,
-                                env=env_for(settings, **extra), stdout=subprocess.DEVNULL, stderr=err)
-    finally:
-        if stderr:
-            err.close()
-
-
-def wait_until(cond: Callable[[], Any], *, timeout: float, what: str, every: float = 0.3) -> Any:
-    """Poll ``cond`` until it returns something truthy; fail the test with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 def stage_entries(settings: Settings) -> dict[str, dict]:

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from newsflow.kafka_io import make_consumer, make_producer
 from newsflow.schema import FeedEntry, RawArticle, article_id
-from newsflow.settings import REPO_ROOT, Settings
-from newsflow.supervisor import settings_env
+from newsflow.settings import Settings
 
 PEOPLE = ["Anna Berg", "Tom Okafor", "Lena Novak", "Omar Haddad", "Rita Alves"]
 TOWNS = ["Harbourtown", "Millbrook", "Eastvale", "Kestrel Bay", "Northwick"]
@@ -92,23 +85,3 @@ def stable_end(settings: Settings, topic: str) -> int:
 
 def header_map(record: ConsumerRecord) -> dict[str, str]:
     return {k: v.decode("utf-8", "replace") for k, v in record.headers or ()}
-
-
-def newsflow(settings: Settings, *args: str, log: Path | None = None) -> subprocess.Popen:
-    """``newsflow ARGS`` in a subprocess with exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSFLOW_") or k == "NEWSFLOW_CORPUS"}
-    err = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
-    return subprocess.Popen([sys.executable, "-m", "newsflow.cli", *args], cwd=REPO_ROOT,
-                            env=env | settings_env(settings) | {"PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.PIPE, stderr=err)
-
-
-def wait_until(cond: Callable[[], Any], *, timeout: float, what: str, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)

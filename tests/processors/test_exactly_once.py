@@ -12,7 +12,8 @@ import pytest
 from kafka import TopicPartition
 
 from newsflow.kafka_io import make_consumer
-from tests.processors.kafka_helpers import newsflow, produce_pages, read_topic, stable_end, wait_until
+from tests.processors.kafka_helpers import produce_pages, read_topic, stable_end
+from tests.support.stages import newsflow, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,7 @@ def test_kill_9_mid_stream_leaves_no_gap_and_no_duplicate(make_settings, tmp_pat
     try:
         for _ in range(KILLS):
             before = stable_end(s, s.topic_enriched)
-            proc = newsflow(s, "process", log=log)
+            proc = newsflow(s, "process", stderr=log)
             children = []
             try:
                 wait_until(lambda: stable_end(s, s.topic_enriched) > before, timeout=240,
@@ -69,7 +70,7 @@ def test_kill_9_mid_stream_leaves_no_gap_and_no_duplicate(make_settings, tmp_pat
     finally:
         watch.close()
 
-    final = newsflow(s, "process", "--idle-exit", "5", log=log)
+    final = newsflow(s, "process", "--idle-exit", "5", stderr=log)
     assert final.wait(timeout=300) == 0, log.read_text()[-3000:]
 
     keys = Counter(r.key.decode() for r in read_topic(s, s.topic_enriched))

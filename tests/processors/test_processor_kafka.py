@@ -4,6 +4,7 @@ dead-letter listing and replay."""
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from datetime import UTC, datetime
 
@@ -12,7 +13,7 @@ import pytest
 
 from ingest.poller import Poller
 from newsflow.runner import H_ATTEMPTS
-from newsflow.schema import Article, FeedEntry
+from newsflow.schema import Article
 from processors.dlq import Filters, list_dead, replay
 from processors.processor import make_runner
 from tests.processors.kafka_helpers import (
@@ -100,21 +101,21 @@ def test_dlq_commands(make_settings):
     produce(s, [(b"k1", b"not json"), (b"k2", b"still not json")])
     produce_pages(s, 1)
     make_runner(s).run(idle_exit_s=3)
-    from tests.processors.kafka_helpers import newsflow
+    from tests.support.stages import newsflow
 
-    out = newsflow(s, "dlq", "list", "--json")
+    out = newsflow(s, "dlq", "list", "--json", stdout=subprocess.PIPE)
     stdout, _ = out.communicate(timeout=120)
     rows = [json.loads(line) for line in stdout.decode().splitlines()]
     assert [(r["stage"], r["error_class"], r["topic"], r["original_offset"], r["attempts"]) for r in rows] == [
         ("processor", "invalid_raw_record", s.topic_raw, 0, 1), ("processor", "invalid_raw_record", s.topic_raw, 1, 1)]
 
-    proc = newsflow(s, "dlq", "list")
+    proc = newsflow(s, "dlq", "list", stdout=subprocess.PIPE)
     table, _ = proc.communicate(timeout=120)
     assert b"invalid_raw_record" in table and b"2 record(s), pending" in table
 
     proc = newsflow(s, "dlq", "replay", "--limit", "1")
     assert proc.wait(timeout=120) == 0
-    assert [r["original_offset"] for r in (json.loads(x) for x in newsflow(s, "dlq", "list", "--json")
+    assert [r["original_offset"] for r in (json.loads(x) for x in newsflow(s, "dlq", "list", "--json", stdout=subprocess.PIPE)
                                            .communicate(timeout=120)[0].decode().splitlines())] == [1]
     assert [r.value for r in read_topic(s, s.topic_raw)][-1] == b"not json"
 
