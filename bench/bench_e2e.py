@@ -42,6 +42,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from newsflow.settings import Settings  # noqa: E402
+from newsflow.topology import namespaced, teardown  # noqa: E402
 
 GOAL = {"p50_s": 1.0, "p99_s": 3.0}
 RATE_PER_S = 10.0
@@ -50,37 +51,16 @@ WARMUP_S = 2.0
 
 
 def bench_settings(base: Settings, tag: str, feeds_file: Path) -> Settings:
-    names = {
-        "topic_raw": f"{tag}.articles.raw", "topic_enriched": f"{tag}.articles.enriched",
-        "topic_dlq": f"{tag}.articles.dlq", "topic_feeds": f"{tag}.feeds", "topic_feed_state": f"{tag}.feed-state",
-        "group_prefix": tag, "es_index": f"{tag}-articles", "instance_id": tag,
-        "metrics_port": 0, "allow_private_addresses": True, "respect_robots": False,
-        "feeds_file": feeds_file,
+    return namespaced(
+        base, tag, metrics_port=0, allow_private_addresses=True, respect_robots=False, feeds_file=feeds_file,
         # poll every feed every second: the latency is measured from the poll, and 1 s bounds the wait for it
-        "poll_interval_s": 1.0, "poll_min_interval_s": 1.0, "poll_max_interval_s": 1.0,
-        "host_rate_per_s": 100.0,
-    }
-    return Settings(**(base.model_dump() | names))
+        poll_interval_s=1.0, poll_min_interval_s=1.0, poll_max_interval_s=1.0, host_rate_per_s=100.0,
+    )
 
 
 def cleanup(s: Settings) -> None:
-    from newsflow.elastic import make_es
-    from newsflow.kafka_io import make_admin
-    from newsflow.topology import topics
-
-    admin = make_admin(s)
-    try:
-        admin.delete_topics([t.name for t in topics(s)])
-    except Exception as exc:  # noqa: BLE001 - best effort: report, do not mask the bench result
-        print(f"[bench e2e] could not delete topics: {exc!r}", file=sys.stderr)
-    finally:
-        admin.close()
-    es = make_es(s)
-    try:
-        es.indices.delete(index=f"{s.es_index}-*", ignore_unavailable=True, allow_no_indices=True)
-        es.options(ignore_status=404).indices.delete_index_template(name=s.es_index)
-    finally:
-        es.close()
+    for problem in teardown(s):
+        print(f"[bench e2e] clean-up: {problem}", file=sys.stderr)
 
 
 class Watcher(threading.Thread):

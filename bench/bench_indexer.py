@@ -42,11 +42,11 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 from elasticsearch.helpers import streaming_bulk  # noqa: E402
 
 from newsflow.elastic import index_name, make_es  # noqa: E402
-from newsflow.kafka_io import make_admin, make_producer  # noqa: E402
+from newsflow.kafka_io import make_producer  # noqa: E402
 from newsflow.runner import StageRunner  # noqa: E402
 from newsflow.schema import Article, Provenance, Quote, article_id  # noqa: E402
 from newsflow.settings import Settings  # noqa: E402
-from newsflow.topology import apply, topics  # noqa: E402
+from newsflow.topology import apply, namespaced, teardown  # noqa: E402
 from processors.indexer import ElasticsearchSink, Indexer  # noqa: E402
 
 GOAL = 0.90
@@ -98,32 +98,13 @@ def make_article(page: dict[str, Any], n: int, rng: random.Random, now: datetime
 
 # --- isolation -------------------------------------------------------------------------------------
 def bench_settings(base: Settings, tag: str, **overrides: Any) -> Settings:
-    names = {
-        "topic_raw": f"{tag}.articles.raw", "topic_enriched": f"{tag}.articles.enriched",
-        "topic_dlq": f"{tag}.articles.dlq", "topic_feeds": f"{tag}.feeds", "topic_feed_state": f"{tag}.feed-state",
-        "group_prefix": tag, "es_index": f"{tag}-articles", "instance_id": tag, "metrics_port": 0,
-    }
-    s = base.model_copy(update=names | overrides)
-    return Settings(**{k: getattr(s, k) for k in Settings.model_fields})
+    return namespaced(base, tag, metrics_port=0, **overrides)
 
 
 def cleanup(settings: list[Settings]) -> None:
-    admin = make_admin(settings[0])
-    try:
-        existing = set(admin.list_topics())
-        admin.delete_topics(sorted({t.name for s in settings for t in topics(s)} & existing))
-        groups = [g["group_id"] for g in admin.list_groups() if g["group_id"].startswith(settings[0].group_prefix)]
-        if groups:
-            admin.delete_groups(groups)
-    finally:
-        admin.close()
-    es = make_es(settings[0])
-    try:
-        for s in settings:
-            es.indices.delete(index=f"{s.es_index}-*", ignore_unavailable=True, allow_no_indices=True)
-            es.options(ignore_status=404).indices.delete_index_template(name=s.es_index)
-    finally:
-        es.close()
+    for s in settings:
+        for problem in teardown(s):
+            print(f"[bench indexer] clean-up: {problem}", file=sys.stderr)
 
 
 # --- the two contenders --------------------------------------------------------------------------------

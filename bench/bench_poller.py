@@ -48,6 +48,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from newsflow.settings import Settings  # noqa: E402
+from newsflow.topology import ensure_topics, namespaced, teardown  # noqa: E402
 
 GOAL = {"feeds": 1000, "wall_s": 10.0, "peak_rss_mib": 200.0}
 ENTRIES = 10
@@ -125,12 +126,8 @@ def serve(port_out, ready) -> None:
 
 # --- setup ---------------------------------------------------------------------------------------------------
 def bench_settings(base: Settings, tag: str) -> Settings:
-    return Settings(**{k: getattr(base, k) for k in Settings.model_fields} | {
-        "topic_raw": f"{tag}.articles.raw", "topic_enriched": f"{tag}.articles.enriched",
-        "topic_dlq": f"{tag}.articles.dlq", "topic_feeds": f"{tag}.feeds", "topic_feed_state": f"{tag}.feed-state",
-        "group_prefix": tag, "instance_id": tag, "allow_private_addresses": True, "metrics_port": 0,
-        "feeds_file": REPO / ".local" / f"{tag}-no-feeds.yaml", "log_level": "WARNING",
-    })
+    return namespaced(base, tag, allow_private_addresses=True, metrics_port=0,
+                      feeds_file=REPO / ".local" / f"{tag}-no-feeds.yaml", log_level="WARNING")
 
 
 def write_tables(s: Settings, n: int, port: int) -> None:
@@ -199,9 +196,6 @@ def child(n: int, tag: str, port: int) -> dict[str, Any]:
 
 
 def measure(n: int, port: int) -> dict[str, Any]:
-    from newsflow.kafka_io import make_admin
-    from newsflow.topology import ensure_topics, topics
-
     tag = f"benchpoll{uuid.uuid4().hex[:8]}"
     s = bench_settings(Settings(), tag)
     ensure_topics(s)
@@ -219,11 +213,8 @@ def measure(n: int, port: int) -> dict[str, Any]:
         result["ms_per_feed"] = round(1000 * result["wall_s"] / n, 2)
         return result
     finally:
-        admin = make_admin(s)
-        try:
-            admin.delete_topics([t.name for t in topics(s)])
-        finally:
-            admin.close()
+        for problem in teardown(s):
+            print(f"[bench poller] clean-up: {problem}", file=sys.stderr)
 
 
 def run(quick: bool = False) -> dict[str, Any]:

@@ -102,3 +102,44 @@ def apply(s: Settings) -> None:
     created = ensure_topics(s)
     ensure_index(s)
     log.info("topology applied", extra={"topics_created": created})
+
+
+def namespaced(s: Settings, tag: str, **overrides: object) -> Settings:
+    """``s`` with every topic, consumer group, index alias and instance id under ``tag``: a river of
+    its own on shared Kafka and Elasticsearch (each test and benchmark run gets one). Validated."""
+    names = {
+        "topic_raw": f"{tag}.articles.raw", "topic_enriched": f"{tag}.articles.enriched",
+        "topic_dlq": f"{tag}.articles.dlq", "topic_feeds": f"{tag}.feeds", "topic_feed_state": f"{tag}.feed-state",
+        "group_prefix": tag, "es_index": f"{tag}-articles", "instance_id": tag,
+    }
+    return Settings(**({k: getattr(s, k) for k in Settings.model_fields} | names | overrides))
+
+
+def teardown(s: Settings) -> list[str]:
+    """Delete what ``apply`` and the stages made for ``s``: its topics, the consumer groups under its
+    ``group_prefix``, its indices and template. Best effort: returns what could not be deleted."""
+    from newsflow.elastic import make_es
+    from newsflow.kafka_io import make_admin
+
+    problems: list[str] = []
+    admin = make_admin(s)
+    try:
+        names = sorted({t.name for t in topics(s)} & set(admin.list_topics()))
+        if names:
+            admin.delete_topics(names)
+        groups = [g["group_id"] for g in admin.list_groups() if g["group_id"].startswith(f"{s.group_prefix}-")]
+        if groups:
+            admin.delete_groups(groups)
+    except Exception as exc:  # noqa: BLE001 - best effort, reported
+        problems.append(f"kafka: {exc!r}")
+    finally:
+        admin.close()
+    es = make_es(s)
+    try:
+        es.indices.delete(index=f"{s.es_index}-*", ignore_unavailable=True, allow_no_indices=True)
+        es.options(ignore_status=404).indices.delete_index_template(name=s.es_index)
+    except Exception as exc:  # noqa: BLE001 - best effort, reported
+        problems.append(f"elasticsearch: {exc!r}")
+    finally:
+        es.close()
+    return problems

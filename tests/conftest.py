@@ -68,23 +68,13 @@ def make_settings(stack: Settings, request) -> Iterator[Callable[..., Settings]]
     The topology (topics + index template) is applied for each settings object made, and
     torn down after the test.
     """
-    from newsflow.elastic import make_es
-    from newsflow.kafka_io import make_admin
-    from newsflow.topology import apply, topics
+    from newsflow.topology import apply, namespaced, teardown
 
     made: list[Settings] = []
 
     def factory(**overrides) -> Settings:
         tag = f"t{uuid.uuid4().hex[:10]}"
-        names = {
-            "topic_raw": f"{tag}.articles.raw",
-            "topic_enriched": f"{tag}.articles.enriched",
-            "topic_dlq": f"{tag}.articles.dlq",
-            "topic_feeds": f"{tag}.feeds",
-            "topic_feed_state": f"{tag}.feed-state",
-            "group_prefix": tag,
-            "es_index": f"{tag}-articles",
-            "instance_id": tag,
+        s = namespaced(stack, tag, **({
             "topic_partitions": 2,
             "batch_wait_ms": 200,
             "metrics_port": 0,
@@ -92,10 +82,7 @@ def make_settings(stack: Settings, request) -> Iterator[Callable[..., Settings]]
             "respect_robots": False,
             # never seed a test's poller from deploy/feeds.yaml (real feeds: non-loopback)
             "feeds_file": Path(tempfile.gettempdir()) / f"{tag}-no-feeds.yaml",
-        }
-        s = stack.model_copy(update=names | overrides)
-        # model_copy skips validation: round-trip to validate the overrides.
-        s = Settings(**{k: getattr(s, k) for k in Settings.model_fields})
+        } | overrides))
         apply(s)
         made.append(s)
         return s
@@ -103,19 +90,7 @@ def make_settings(stack: Settings, request) -> Iterator[Callable[..., Settings]]
     yield factory
 
     for s in made:
-        admin = make_admin(s)
-        try:
-            admin.delete_topics([t.name for t in topics(s)])
-        except Exception:  # noqa: BLE001 - best-effort clean-up of a test's own topics
-            pass
-        finally:
-            admin.close()
-        es = make_es(s)
-        try:
-            es.indices.delete(index=f"{s.es_index}-*", ignore_unavailable=True, allow_no_indices=True)
-            es.options(ignore_status=404).indices.delete_index_template(name=s.es_index)
-        finally:
-            es.close()
+        teardown(s)  # best effort: a test's own topics, groups and indices
 
 
 @pytest.fixture
