@@ -152,9 +152,14 @@ def goals(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         return entry.get("result") if entry.get("status") == "ok" else None
 
     p = res("processor")
+    measured = "not measured"
+    if p and "ratio" in p:
+        measured = f"{p['ratio']:.3f} x (pages with their feed entry, as the poller sends them)"
+        if "no_feed_entry_ratio" in p:
+            measured += (f"; worst case, no feed metadata: {p['no_feed_entry_ratio']:.3f} x, which is "
+                         f"{p['no_feed_entry_vs_raw_with_metadata']:.3f} x extract(with_metadata=True)")
     rows.append({"area": "Processor", "goal": "throughput >= 0.85 x raw trafilatura.extract loop (enrichment off)",
-                 "measured": f"{p['ratio']:.3f} x" if p and "ratio" in p else "not measured",
-                 "met": (p["ratio"] >= 0.85) if p and "ratio" in p else None})
+                 "measured": measured, "met": (p["ratio"] >= 0.85) if p and "ratio" in p else None})
     i = res("indexer")
     rows.append({"area": "Indexer", "goal": "throughput >= 0.90 x raw helpers.streaming_bulk",
                  "measured": f"{i['ratio']:.3f} x" if i and "ratio" in i else "not measured",
