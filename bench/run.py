@@ -154,7 +154,9 @@ def goals(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     p = res("processor")
     measured = "not measured"
     if p and "ratio" in p:
-        measured = f"{p['ratio']:.3f} x (pages with their feed entry, as the poller sends them)"
+        measured = f"{p['ratio']:.3f} x (pages with their feed entry, as the poller sends them; no author)"
+        if "feed_entry_with_author_ratio" in p:
+            measured += f"; entry with an author: {p['feed_entry_with_author_ratio']:.3f} x"
         if "no_feed_entry_ratio" in p:
             measured += (f"; worst case, no feed metadata: {p['no_feed_entry_ratio']:.3f} x, which is "
                          f"{p['no_feed_entry_vs_raw_with_metadata']:.3f} x extract(with_metadata=True)")
