@@ -21,6 +21,29 @@ Where the output goes, and in which order the work becomes durable, is the sink'
 (``TransactionalKafkaSink`` here, ``ElasticsearchSink`` in ``processors/indexer.py``).
 A sink that cannot accept the batch raises ``SinkUnavailable``: the runner pauses its partitions,
 keeps the batch, backs off (still polling, so the consumer stays in its group) and retries.
+
+**One batch ahead (two-phase stages).** A stage whose work runs elsewhere (the processor's
+extraction pool) may offer ``submit(records) -> handle``, ``collect(handle) -> outcomes`` (one per
+record, in order, as ``process_batch``) and ``abandon(handle)`` (the outcomes will never be
+collected: free the workers). The runner then keeps the workers busy while a batch is delivered.
+Each step, in this order:
+
+1. poll batch N+1;
+2. submit batch N+1 (it queues behind batch N's remaining work);
+3. collect batch N, route its outcomes (drops, dead letters; a retry queues behind batch N+1);
+4. deliver batch N: its outputs and the offsets of its own records only, in one transaction.
+
+Rebalance safety: a poll that revokes partitions (step 1, or a back-pressure poll in step 4) gives
+up the records of those partitions in both batches, N and N+1, and rewinds a partition that came
+back to this consumer to the first record given up (``_take_revoked``). A one-batch stage does the
+same with its batch when a back-pressure poll revokes partitions.
+
+So at most one batch is in flight ahead, and nothing is committed ahead of delivery: batch N+1's
+offsets are committed only with batch N+1's outputs, after batch N's. If batch N is not delivered
+(given up on shutdown, or an error), batch N+1 is abandoned, never delivered; on stop the runner
+finishes the step under way and abandons the batch ahead, uncommitted, so the partitions' next
+owner reads it again. ``step()`` returns the number of records it delivered (or gave up). Stages
+without ``submit`` run one batch at a time: poll, transform, deliver.
 """
 
 from __future__ import annotations
@@ -232,8 +255,8 @@ class _Rebalance(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked):
         # Called inside poll(), i.e. between batches or while a batch waits on back-pressure.
         # Everything delivered before has been committed already (deliver commits), so the only
-        # work to give up is the pending batch's records of these partitions: the new owner
-        # re-reads them from the committed offset.
+        # work to give up is the pending batch's records of these partitions (and the batch
+        # ahead's, for a two-phase stage): the new owner re-reads them from the committed offset.
         self.revoked |= set(revoked)
         self.joined = False
         log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
@@ -269,6 +292,8 @@ class StageRunner:
         self.consumer.subscribe([source], listener=self._rebalance)
         self.paused = False
         self.last_progress = time.monotonic()  # main-loop heartbeat, read by /healthz
+        self._two_phase = callable(getattr(stage, "submit", None))  # one batch ahead: module docstring
+        self._ahead: _Ahead | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -300,7 +325,7 @@ class StageRunner:
         try:
             while not self._stop.is_set():
                 n = self.step()
-                if n or not self._rebalance.joined:
+                if n or self._ahead is not None or not self._rebalance.joined:
                     done += bool(n)
                     idle_since = time.monotonic()
                 elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
@@ -312,6 +337,7 @@ class StageRunner:
 
     def close(self) -> None:
         try:
+            self._abandon_ahead()
             self.sink.close()
         finally:
             try:
@@ -327,7 +353,8 @@ class StageRunner:
         return [r for recs in polled.values() for r in recs]
 
     def step(self) -> int:
-        """Poll one batch, transform it, deliver it. Returns the number of records consumed."""
+        """Poll one batch, transform it, deliver it. Returns the number of records consumed.
+        A two-phase stage delivers the batch polled the step before (``_step_ahead``)."""
         self.last_progress = time.monotonic()
         # A sink that writes in the background commits what became durable before each poll
         # (where partitions can be revoked) and when the stream is idle (optional sink hook).
@@ -335,6 +362,8 @@ class StageRunner:
         if commit_ready is not None:
             commit_ready(self.consumer)
         records = self.poll()
+        if self._two_phase:
+            return self._step_ahead(records)
         if not records:
             return 0
         self._rebalance.revoked.clear()
@@ -345,12 +374,61 @@ class StageRunner:
         metrics.BATCH_SECONDS.labels(self.stage.name).observe(time.monotonic() - started)
         return len(records)
 
-    def transform(self, records: list[ConsumerRecord]) -> Batch:
+    def _step_ahead(self, records: list[ConsumerRecord]) -> int:
+        """Submit the batch just polled, then collect and deliver the one submitted the step before.
+        Returns the number of records of the batch delivered (0 when none was in flight)."""
+        current, self._ahead = self._ahead, None
+        revoked = self._take_revoked([*(current.records if current else ()), *records])
+        if revoked:  # the poll revoked partitions: their records, in both batches, are read again
+            records = [r for r in records if TopicPartition(r.topic, r.partition) not in revoked]
+            if current is not None:
+                current.revoked |= revoked
+        if records:
+            metrics.RECORDS_IN.labels(self.stage.name).inc(len(records))
+            self._ahead = _Ahead(records, self.stage.submit(records))
+        if current is None:
+            return 0
+        started = time.monotonic()
+        batch = self.transform(current.records, self.stage.collect(current.handle)).without(current.revoked)
+        if not self.deliver(batch):
+            self._abandon_ahead()  # never commit batch N+1's offsets past an undelivered batch N
+        metrics.BATCH_SECONDS.labels(self.stage.name).observe(time.monotonic() - started)
+        return len(current.records)
+
+    def _take_revoked(self, undelivered: Sequence[ConsumerRecord]) -> set[TopicPartition]:
+        """Right after a poll: the partitions it revoked. The caller gives up their records that are
+        not delivered yet. A partition assigned to this consumer again keeps its position (kafka-python
+        keeps it across a rebalance), so it is rewound to its first record given up: read again from
+        the committed offset, as any new owner would."""
+        revoked = set(self._rebalance.revoked)
+        self._rebalance.revoked.clear()
+        first: dict[TopicPartition, int] = {}
+        for r in undelivered:
+            tp = TopicPartition(r.topic, r.partition)
+            if tp in revoked and r.offset < first.get(tp, r.offset + 1):
+                first[tp] = r.offset
+        held = self.consumer.assignment()
+        for tp, offset in first.items():
+            if tp in held:
+                self.consumer.seek(tp, offset)
+        return revoked
+
+    def _abandon_ahead(self) -> None:
+        if self._ahead is None:
+            return
+        ahead, self._ahead = self._ahead, None
+        self.stage.abandon(ahead.handle)
+        log.info("%s: abandoned the batch ahead (%d records, not committed: read again by the next owner)",
+                 self.stage.name, len(ahead.records))
+
+    def transform(self, records: list[ConsumerRecord], first: Sequence[Any] | None = None) -> Batch:
+        """Route each record's outcome; ``first`` is a batch's first outcomes, computed elsewhere."""
         batch = Batch(records=records)
-        first = self._process_batch(records) if self._process_batch else [None] * len(records)
+        if first is None and self._process_batch:
+            first = self._process_batch(records)
         for i, rec in enumerate(records):
             with article_context(record_article_id(rec)):  # every log line about it carries article_id
-                result = first[i] if self._process_batch else self._attempt(rec)
+                result = first[i] if first is not None else self._attempt(rec)
                 if isinstance(result, BaseException) and not isinstance(result, (Drop, Quarantine)):
                     result = self._attempt(rec, already=1, last=result)
                 self._route(batch, rec, result)
@@ -394,15 +472,13 @@ class StageRunner:
         else:  # pragma: no cover - a stage bug: process() returned something else
             batch.dead.append(DeadLetter(rec, "bad_stage_output", repr(result)[:200], attempts_so_far(rec) + 1))
 
-    def deliver(self, batch: Batch) -> None:
-        """Hand the batch to the sink; on SinkUnavailable pause, back off, retry. Never spins."""
+    def deliver(self, batch: Batch) -> bool:
+        """Hand the batch to the sink; on SinkUnavailable pause, back off, retry. Never spins.
+        Returns False when it gave the batch up on shutdown (nothing of it committed)."""
         delay = 0.5
         waited = 0.0
         while True:
             self.last_progress = time.monotonic()  # waiting on back-pressure is alive, not stuck
-            if self._rebalance.revoked:
-                batch = batch.without(self._rebalance.revoked)
-                self._rebalance.revoked.clear()
             if not batch.records:
                 break
             try:
@@ -413,7 +489,7 @@ class StageRunner:
                 if self._stop.is_set() and waited >= self.settings.shutdown_timeout_s:
                     log.warning("%s: giving up the in-flight batch on shutdown (not committed): %s",
                                 self.stage.name, exc)
-                    return
+                    return False
                 # Rebalance safety: a revocation can only happen inside poll(), so commit what the
                 # sink already made durable of this batch before polling (optional sink hook).
                 commit_durable = getattr(self.sink, "commit_durable", None)
@@ -428,6 +504,12 @@ class StageRunner:
                 # Partitions assigned meanwhile are not paused yet: rewind what they returned.
                 for tp, recs in self.consumer.poll(timeout_ms=int(delay * 1000)).items():
                     self.consumer.seek(tp, recs[0].offset)
+                ahead = self._ahead.records if self._ahead is not None else []
+                revoked = self._take_revoked([*batch.records, *ahead])
+                if revoked:  # given up, in this batch and the one ahead: read again by their owner
+                    batch = batch.without(revoked)
+                    if self._ahead is not None:
+                        self._ahead.revoked |= revoked
                 self.consumer.pause(*self.consumer.assignment())
                 waited += delay
                 delay = min(delay * 2, 30.0)
@@ -438,6 +520,16 @@ class StageRunner:
             self.paused = False
             metrics.PAUSED.labels(self.stage.name).set(0)
             log.info("%s: sink is back, partitions resumed", self.stage.name)
+        return True
+
+
+@dataclass
+class _Ahead:
+    """A batch submitted to a two-phase stage, not collected yet."""
+
+    records: list[ConsumerRecord]
+    handle: Any
+    revoked: set[TopicPartition] = field(default_factory=set)  # since it was polled: not to deliver
 
 
 @dataclass
