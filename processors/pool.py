@@ -29,6 +29,7 @@ import os
 import resource
 import signal
 import sys
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -165,8 +166,22 @@ class ExtractionPool:
     def run(self, values: list[bytes | None], now: datetime | None = None) -> list[WorkerResult | BaseException]:
         """All values at once (the workers share them out); one outcome per value, in order.
         Drop/Quarantine/other exceptions are returned, not raised."""
-        futures = [self.pool.schedule(process_value, args=(v, now), timeout=self.timeout) for v in values]
+        return self.collect(self.submit(values, now))
+
+    def submit(self, values: list[bytes | None], now: datetime | None = None) -> list[Future]:
+        """Queue the values and return at once: the workers take them first come, first served,
+        after whatever was submitted before. Each document's timeout starts when a worker takes it."""
+        return [self.pool.schedule(process_value, args=(v, now), timeout=self.timeout) for v in values]
+
+    def collect(self, futures: list[Future]) -> list[WorkerResult | BaseException]:
+        """Wait for submitted values: one outcome per value, in order (as ``run``)."""
         return [self._outcome(f) for f in futures]
+
+    def cancel(self, futures: list[Future]) -> None:
+        """Give submitted values up: a queued one never starts; a running one's worker is stopped
+        (pebble starts a new one)."""
+        for f in futures:
+            f.cancel()
 
     def _outcome(self, future) -> WorkerResult | BaseException:
         try:

@@ -3,6 +3,10 @@
 Per batch: the records go to the extraction pool all at once (``processors/pool.py``: workers,
 timeouts, size and memory guards); each result then gets its story label here, in record order,
 from the recent-articles window (``processors/enrich/stories.py``), and becomes one ``Out``.
+The stage is two-phase (``submit``/``collect``/``abandon``, see ``newsflow/runner.py``): the runner
+submits the next batch before it collects and delivers this one, so the workers do not wait on
+the last pages of a batch or on its transaction. Batches are collected in order, so story labels
+are given in record order across batches too.
 Delivery is the runner's ``TransactionalKafkaSink``: outputs, dead letters and the consumed
 offsets commit in one Kafka transaction, so a killed processor leaves neither a gap nor a
 duplicate for ``read_committed`` readers.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import Future
 
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -56,8 +61,19 @@ class Processor:
         return self.finish(outcome)
 
     def process_batch(self, records: list[ConsumerRecord]) -> list[Out | None | BaseException]:
-        outcomes = self.pool.run([r.value for r in records])
-        return [o if isinstance(o, BaseException) else self.finish(o) for o in outcomes]
+        return self.collect(self.submit(records))
+
+    def submit(self, records: list[ConsumerRecord]) -> list[Future]:
+        """Queue the batch in the extraction pool and return at once (runner's two-phase hook)."""
+        return self.pool.submit([r.value for r in records])
+
+    def collect(self, handle: list[Future]) -> list[Out | None | BaseException]:
+        """Wait for a submitted batch; story labels here, in record order."""
+        return [o if isinstance(o, BaseException) else self.finish(o) for o in self.pool.collect(handle)]
+
+    def abandon(self, handle: list[Future]) -> None:
+        """The runner will not collect this batch (shutdown, or the batch before it was not delivered)."""
+        self.pool.cancel(handle)
 
     def finish(self, result: WorkerResult) -> Out:
         """Story label (in record order), metrics, serialisation."""
@@ -124,8 +140,9 @@ def seed_story_window(settings: Settings, stories: StoryIndex, *, timeout_s: flo
 
 def make_consumer_for(settings: Settings, group: str):
     """Static membership (a restarted processor takes its partitions back at once instead of
-    waiting out the dead member's session) and a poll interval that covers a batch of timeouts."""
-    worst_batch_ms = settings.batch_size * settings.extract_timeout_s * 1000 / settings.extract_workers
+    waiting out the dead member's session) and a poll interval that covers two batches of timeouts
+    (a retry queues behind the batch submitted ahead)."""
+    worst_batch_ms = 2 * settings.batch_size * settings.extract_timeout_s * 1000 / settings.extract_workers
     return make_consumer(
         settings, group,
         group_instance_id=f"{group}-{settings.instance_id}",
@@ -146,5 +163,5 @@ def make_runner(settings: Settings) -> StageRunner:
     )
     return StageRunner(
         settings, processor, source=settings.topic_raw, group=group, sink=sink,
-        process_batch=processor.process_batch, consumer=make_consumer_for(settings, group),
+        consumer=make_consumer_for(settings, group),
     )
