@@ -39,6 +39,7 @@ from pebble import ProcessExpired, ProcessPool
 from pydantic import ValidationError
 
 from newsflow import metrics
+from newsflow.logs import article_context, configure_logging
 from newsflow.runner import Drop, Quarantine
 from newsflow.schema import RawArticle
 from newsflow.settings import Settings
@@ -57,10 +58,11 @@ class WorkerConfig:
     enrich: bool
     enrich_max_chars: int
     memory_mb: int
+    logging: Settings | None = None  # a worker logs as its stage does (format, level, redaction)
 
     @classmethod
     def from_settings(cls, s: Settings) -> WorkerConfig:
-        return cls(Limits.from_settings(s), s.enrich, s.enrich_max_chars, s.extract_memory_mb)
+        return cls(Limits.from_settings(s), s.enrich, s.enrich_max_chars, s.extract_memory_mb, s)
 
 
 @dataclass
@@ -106,6 +108,8 @@ def init_worker(config: WorkerConfig) -> None:
     import processors.warmup  # noqa: F401 - free when the fork server preloaded it (the usual case)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if config.logging is not None:  # a fork-server child: nothing configured its logging yet
+        configure_logging(config.logging)
     _worker = _Worker(config)
     if config.memory_mb:
         mapped = _mapped_mib()
@@ -124,7 +128,8 @@ def process_value(value: bytes | None, now: datetime | None = None) -> WorkerRes
         raw = RawArticle.from_bytes(value or b"")
     except (ValidationError, ValueError) as exc:
         raise Quarantine("invalid_raw_record", str(exc)[:500]) from None
-    built = build_article(raw, limits=_worker.config.limits, enricher=_worker.enricher, now=now)
+    with article_context(raw.id):  # what the extraction libraries and our steps log names the article
+        built = build_article(raw, limits=_worker.config.limits, enricher=_worker.enricher, now=now)
     return WorkerResult(built, os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import threading
 import time
 
 import psutil
 import pytest
+import structlog
 
+from newsflow.logs import configure_logging
 from newsflow.runner import Quarantine
 from newsflow.settings import Settings
-from processors.pool import ExtractionPool, WorkerDied, WorkerResult
+from processors.pool import ExtractionPool, WorkerConfig, WorkerDied, WorkerResult
 from tests.processors.kafka_helpers import raw_record, synthetic_page
 from tests.processors.pages import slow_html
 
@@ -93,3 +98,28 @@ def test_size_guard_before_parsing(pool_factory):
     [outcome] = pool.run([raw_record("https://a.example/big", b"<html>" + b"x" * 20_000).to_bytes()])
     assert isinstance(outcome, Quarantine) and outcome.reason == "page_too_large"
     assert time.monotonic() - started < 60
+
+
+def test_what_a_worker_logs_about_a_page_carries_its_article_id(monkeypatch):
+    """process_value (the worker's side) runs the chain inside the article's log context."""
+    import processors.pool as pool_module
+    from processors import extract
+
+    def unreadable(tree, doc):
+        raise ValueError("broken JSON-LD")
+
+    monkeypatch.setattr(extract.tmeta, "extract_meta_json", unreadable)
+    monkeypatch.setattr(pool_module, "_worker", pool_module._Worker(WorkerConfig.from_settings(settings())))
+    raw = raw_record("https://council.example/items/log", synthetic_page(3))
+    out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging(Settings(log_format="json", metrics_port=0), stream=out)  # as init_worker does
+        pool_module.process_value(raw.to_bytes())
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.reset_defaults()
+    logged = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    assert [(r["event"][:27], r.get("article_id")) for r in logged] == [("JSON-LD metadata unreadable", raw.id)]
