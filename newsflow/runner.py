@@ -216,26 +216,63 @@ class TransactionalKafkaSink:
     Commit order: begin transaction, send outputs and dead letters, add the consumed offsets to the
     transaction (with the consumer's group metadata, so a zombie is fenced), commit the transaction.
     Either all of it becomes visible to ``read_committed`` readers, or none of it.
+
+    A broker restart can leave kafka-python 3.0.12 waiting forever on a transactional request (its
+    ``send_offsets_to_transaction``/``commit_transaction`` wait without a timeout), or fence the
+    producer after the coordinator aborted a transaction that timed out. Either way the sink waits at
+    most ``TXN_WAIT_S`` per step, then replaces the producer: ``init_transactions`` with the same
+    transactional id aborts the open transaction on the coordinator, and the runner delivers the
+    same batch again (``SinkUnavailable``). If the lost request was in fact the commit and it went
+    through, the group's committed offsets already cover the batch: it is not delivered twice. A
+    second fencing within ``FENCE_WINDOW_S`` means another live producer has this id (a zombie or a
+    twin instance): that is fatal, the stage exits.
     """
+
+    TXN_WAIT_S = 60.0
+    FENCE_WINDOW_S = 120.0
 
     def __init__(self, settings: Settings, stage: str, topic: str, transactional_id: str):
         self.settings = settings
         self.stage = stage
         self.topic = topic
-        self.producer = make_producer(settings, transactional_id=transactional_id)
-        self.producer.init_transactions()
+        self.transactional_id = transactional_id
+        self._last_renewal = float("-inf")
+        self._renewed = False  # a producer was replaced: check the next batch is not committed already
+        self._broken = False  # the replacement could not start: start one before the next delivery
+        self.producer = self._new_producer()
+
+    def _new_producer(self) -> KafkaProducer:
+        producer = make_producer(self.settings, transactional_id=self.transactional_id)
+        producer.init_transactions()
+        return producer
+
+    def _await(self, result: Any, what: str) -> None:
+        # kafka-python's own wrappers (send_offsets_to_transaction, commit_transaction) wait forever.
+        self.producer._sender.wakeup()
+        if not result.wait(timeout_ms=int(self.TXN_WAIT_S * 1000)):
+            raise _TransactionStuck(f"{what}: no answer from the transaction coordinator in {self.TXN_WAIT_S:g}s")
 
     def deliver(self, consumer: KafkaConsumer, batch: Batch) -> None:
+        if self._broken:
+            self._start_replacement()
+        if self._renewed:
+            if self._already_committed(consumer, batch):
+                log.warning("%s: the transaction that was lost in flight had committed this batch", self.stage)
+                self._renewed = False
+                return
+            self._renewed = False
         p = self.producer
-        p.begin_transaction()
         try:
+            p.begin_transaction()
             for _rec, out in batch.outputs:
                 p.send(self.topic, key=out.key, value=out.value, headers=list(out.headers))
             send_dead_letters(p, self.settings.topic_dlq, self.stage, batch.dead)
-            p.send_offsets_to_transaction(batch.offsets(), consumer.group_metadata())
-            p.commit_transaction()
-        except ProducerFencedError:
-            raise
+            tm = p._transaction_manager
+            self._await(tm.send_offsets_to_transaction(batch.offsets(), consumer.group_metadata()), "offsets")
+            self._await(tm.begin_commit(), "commit")
+        except (ProducerFencedError, _TransactionStuck) as exc:
+            self._renew(exc)
+            raise SinkUnavailable(f"kafka transaction not committed, producer replaced: {exc!r}") from exc
         except KafkaError as exc:
             try:
                 p.abort_transaction()
@@ -243,8 +280,43 @@ class TransactionalKafkaSink:
                 log.warning("abort_transaction failed: %s", abort_exc)
             raise SinkUnavailable(f"kafka transaction failed: {exc!r}") from exc
 
+    def _renew(self, cause: BaseException) -> None:
+        now = time.monotonic()
+        if isinstance(cause, ProducerFencedError) and now - self._last_renewal < self.FENCE_WINDOW_S:
+            raise cause  # fenced again: another live producer owns this transactional id
+        log.warning("%s: replacing the transactional producer (%r); the open transaction is aborted and "
+                    "the batch delivered again", self.stage, cause)
+        self._last_renewal = now
+        self._renewed = True
+        try:
+            self.producer.close(timeout=0)
+        except Exception as exc:  # noqa: BLE001 - the old producer is being thrown away
+            log.warning("closing the old producer: %r", exc)
+        self._broken = True
+        self._start_replacement()
+
+    def _start_replacement(self) -> None:
+        try:
+            self.producer = self._new_producer()
+        except KafkaError as exc:  # the broker may still be away: the next delivery tries again
+            raise SinkUnavailable(f"new transactional producer not ready: {exc!r}") from exc
+        self._broken = False
+
+    @staticmethod
+    def _already_committed(consumer: KafkaConsumer, batch: Batch) -> bool:
+        """True when the group's committed offsets cover the whole batch (transactions are atomic, so a
+        batch is either all committed or not at all)."""
+        try:
+            return all((consumer.committed(tp) or 0) >= om.offset for tp, om in batch.offsets().items())
+        except KafkaError as exc:
+            raise SinkUnavailable(f"committed offsets unknown: {exc!r}") from exc
+
     def close(self) -> None:
         self.producer.close(timeout=10)
+
+
+class _TransactionStuck(KafkaError):
+    """A transactional request that the coordinator never answered."""
 
 
 class _Rebalance(ConsumerRebalanceListener):

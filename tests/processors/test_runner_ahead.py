@@ -11,7 +11,7 @@ import pytest
 from kafka import TopicPartition
 
 from newsflow.kafka_io import make_consumer
-from newsflow.runner import StageRunner, TransactionalKafkaSink
+from newsflow.runner import StageRunner, TransactionalKafkaSink, _TransactionStuck
 from processors.pool import ExtractionPool
 from processors.processor import Processor, make_runner
 from tests.processors.kafka_helpers import produce, raw_record, read_topic, synthetic_page
@@ -128,3 +128,34 @@ def test_a_rebalance_while_a_batch_is_ahead_loses_nothing_and_duplicates_nothing
     assert {k: n for k, n in keys.items() if n > 1} == {}, "written twice"
     assert set(keys) == set(ids), f"missing: {sorted(set(ids) - set(keys))}"
     assert delivered < N and committed(s) == N
+
+
+class LoseOneAnswer:
+    """Wraps the real sink's ``_await``: the first time ``what`` is awaited, the coordinator's answer
+    is lost (after the request really went through when ``after``): what a broker restart did."""
+
+    def __init__(self, sink: TransactionalKafkaSink, what: str, *, after: bool):
+        self.sink, self.what, self.after, self.fired = sink, what, after, 0
+        self.real = sink._await
+
+    def __call__(self, result, what: str) -> None:
+        if what == self.what and not self.fired:
+            self.fired += 1
+            if self.after:
+                self.real(result, what)
+            raise _TransactionStuck(f"{what}: answer lost (test)")
+        self.real(result, what)
+
+
+@pytest.mark.parametrize("lost", ["offsets", "commit"])
+def test_a_transaction_lost_in_flight_is_replaced_and_nothing_is_written_twice(make_settings, lost):
+    s = make_settings(topic_partitions=1, batch_size=5, enrich=False)
+    ids = produce_raws(s)
+    runner = make_runner(s)
+    sink = runner.sink
+    first_producer = sink.producer
+    sink._await = LoseOneAnswer(sink, lost, after=lost == "commit")
+    runner.run(idle_exit_s=3)
+    assert sink._await.fired == 1 and sink.producer is not first_producer  # replaced, and it went on
+    assert Counter(r.key.decode() for r in read_topic(s, s.topic_enriched)) == Counter(ids)
+    assert committed(s) == N
