@@ -32,6 +32,7 @@ prints the same dict as JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -197,11 +198,16 @@ def stage_through_kafka(settings: Settings, values: list[bytes], warmup: int) ->
 
 
 # --- step costs and memory ---------------------------------------------------------------------------
+def in_process(settings: Settings) -> WorkerConfig:
+    """A worker's config for running its code in this process: this process keeps its own logging."""
+    return dataclasses.replace(WorkerConfig.from_settings(settings), logging=None)
+
+
 def step_costs(settings: Settings, values: list[bytes]) -> dict[str, Any]:
     """CPU ms per article of each step, enrichment on, measured in this process (one worker's view)."""
     import processors.warmup  # noqa: F401 - warm as the pool's fork server makes its workers
     t = time.perf_counter()
-    init_worker(WorkerConfig.from_settings(settings.model_copy(update={"extract_memory_mb": 0})))
+    init_worker(in_process(settings.model_copy(update={"extract_memory_mb": 0})))
     load_s = time.perf_counter() - t
     totals: dict[str, float] = defaultdict(float)
     english: dict[str, float] = defaultdict(float)
@@ -230,7 +236,7 @@ def step_costs(settings: Settings, values: list[bytes]) -> dict[str, Any]:
 
 def _worker_rss(enrich: bool, values: list[bytes]) -> int:
     import processors.warmup  # noqa: F401 - as in the pool's fork server
-    init_worker(WorkerConfig.from_settings(Settings(enrich=enrich, metrics_port=0, extract_memory_mb=0)))
+    init_worker(in_process(Settings(enrich=enrich, metrics_port=0, extract_memory_mb=0)))
     peak = 0
     for v in values:
         try:
