@@ -238,13 +238,13 @@ class TransactionalKafkaSink:
         self.transactional_id = transactional_id
         self._last_renewal = float("-inf")
         self._renewed = False  # a producer was replaced: check the next batch is not committed already
-        self._broken = False  # the replacement could not start: start one before the next delivery
-        self.producer = self._new_producer()
+        self.producer: KafkaProducer | None = None  # None: the replacement could not start yet
+        self._start_producer()
 
-    def _new_producer(self) -> KafkaProducer:
+    def _start_producer(self) -> None:
         producer = make_producer(self.settings, transactional_id=self.transactional_id)
         producer.init_transactions()
-        return producer
+        self.producer = producer
 
     def _await(self, result: Any, what: str) -> None:
         # kafka-python's own wrappers (send_offsets_to_transaction, commit_transaction) wait forever.
@@ -253,14 +253,14 @@ class TransactionalKafkaSink:
             raise _TransactionStuck(f"{what}: no answer from the transaction coordinator in {self.TXN_WAIT_S:g}s")
 
     def deliver(self, consumer: KafkaConsumer, batch: Batch) -> None:
-        if self._broken:
+        if self.producer is None:
             self._start_replacement()
         if self._renewed:
-            if self._already_committed(consumer, batch):
-                log.warning("%s: the transaction that was lost in flight had committed this batch", self.stage)
-                self._renewed = False
-                return
+            committed = self._already_committed(consumer, batch)  # unknown: raises, asked again next time
             self._renewed = False
+            if committed:
+                log.warning("%s: the transaction that was lost in flight had committed this batch", self.stage)
+                return
         p = self.producer
         try:
             p.begin_transaction()
@@ -288,19 +288,18 @@ class TransactionalKafkaSink:
                     "the batch delivered again", self.stage, cause)
         self._last_renewal = now
         self._renewed = True
+        old, self.producer = self.producer, None
         try:
-            self.producer.close(timeout=0)
+            old.close(timeout=0)
         except Exception as exc:  # noqa: BLE001 - the old producer is being thrown away
             log.warning("closing the old producer: %r", exc)
-        self._broken = True
         self._start_replacement()
 
     def _start_replacement(self) -> None:
         try:
-            self.producer = self._new_producer()
+            self._start_producer()
         except KafkaError as exc:  # the broker may still be away: the next delivery tries again
             raise SinkUnavailable(f"new transactional producer not ready: {exc!r}") from exc
-        self._broken = False
 
     @staticmethod
     def _already_committed(consumer: KafkaConsumer, batch: Batch) -> bool:
@@ -312,7 +311,8 @@ class TransactionalKafkaSink:
             raise SinkUnavailable(f"committed offsets unknown: {exc!r}") from exc
 
     def close(self) -> None:
-        self.producer.close(timeout=10)
+        if self.producer is not None:
+            self.producer.close(timeout=10)
 
 
 class _TransactionStuck(KafkaError):
