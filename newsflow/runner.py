@@ -470,8 +470,9 @@ class StageRunner:
     def _take_revoked(self, undelivered: Sequence[ConsumerRecord]) -> set[TopicPartition]:
         """Right after a poll: the partitions it revoked. The caller gives up their records that are
         not delivered yet. A partition assigned to this consumer again keeps its position (kafka-python
-        keeps it across a rebalance), so it is rewound to its first record given up: read again from
-        the committed offset, as any new owner would."""
+        keeps it across a rebalance), so it is rewound to its first record given up and nothing of it
+        is skipped. That can be below the committed offset when the sink committed a durable prefix
+        (``commit_durable``); such a sink skips the records it already made durable."""
         revoked = set(self._rebalance.revoked)
         self._rebalance.revoked.clear()
         first: dict[TopicPartition, int] = {}

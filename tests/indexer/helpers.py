@@ -125,8 +125,10 @@ def seed_article() -> Article:
 
 def produce(settings: Settings, values: Sequence[Article | bytes | None], keys: Sequence[bytes] | None = None,
             partition: int | None = None) -> list[tuple[int, int]]:
-    """Produce to ``topic_enriched``; returns (partition, offset) of each record, in order."""
-    producer = make_producer(settings)
+    """Produce to ``topic_enriched``; returns (partition, offset) of each record, in order. The
+    records of one call are sent together at ``flush`` (one record batch per partition while they
+    fit), so a consumer never sees only the first few of them in a fetch."""
+    producer = make_producer(settings, linger_ms=60_000)
     try:
         futures = []
         for i, v in enumerate(values):

@@ -330,10 +330,15 @@ def test_full_batches_written_in_the_background_never_commit_ahead_of_elasticsea
     assert Counter(d["_id"] for d in all_docs(s)) == Counter(a.id for a in articles)
 
 
-def test_revocation_during_back_pressure_hands_over_only_what_is_not_durable(make_settings):
-    """Indexer A is stuck on one record; B joins the group. Whatever partition B takes over, it
-    starts at A's durable progress: only the acknowledged records *behind* the stuck one (which
-    cannot be committed past it) are written twice, as counted duplicates."""
+@pytest.mark.parametrize("stuck_goes_to", ["B", "A"])
+def test_revocation_during_back_pressure_hands_over_only_what_is_not_durable(make_settings, stuck_goes_to):
+    """Indexer A is stuck on one record of partition 0; B joins the group. Either owner of partition
+    0 then starts at A's durable progress. If B takes it over, only the acknowledged records *behind*
+    the stuck one (which cannot be committed past it) are written twice, as counted duplicates. If A
+    keeps it, A reads it again from the records it gave up and skips those it knows are durable.
+    Which member gets partition 0 is chosen by client id: the range assignor gives it to the member
+    whose id (client id + broker UUID) sorts first."""
+    client_a, client_b = ("indexer-2a", "indexer-1b") if stuck_goes_to == "B" else ("indexer-1a", "indexer-2b")
     s = make_settings(topic_partitions=2, es_bulk_max_retries=0)
     p0 = [make_article() for _ in range(5)]
     p1 = [make_article() for _ in range(5)]
@@ -341,7 +346,7 @@ def test_revocation_during_back_pressure_hands_over_only_what_is_not_durable(mak
     release = threading.Event()
     faults = BulkFaults(lambda ids: {i for i, d in enumerate(ids) if d == stuck.id and not release.is_set()})
     sink_a = ElasticsearchSink(s, es=faulty_es(s, faults), sleep=lambda _s: None)
-    consumer_a = make_consumer(s, s.group("indexer"))
+    consumer_a = make_consumer(s, s.group("indexer"), client_id=client_a)
     commits_a: list[tuple[int, int]] = []
     real_commit = consumer_a.commit
     consumer_a.commit = lambda offsets=None, **kw: (commits_a.extend((tp.partition, o.offset)
@@ -359,13 +364,15 @@ def test_revocation_during_back_pressure_hands_over_only_what_is_not_durable(mak
         while (0, 2) not in commits_a and time.monotonic() < deadline:
             time.sleep(0.1)
         assert (0, 2) in commits_a, "A committed its durable prefix of partition 0 while stuck"
-        runner_b = make_runner(s, sink=sink_b)
+        runner_b = make_runner(s, sink=sink_b, consumer=make_consumer(s, s.group("indexer"), client_id=client_b))
         thread_b = threading.Thread(target=runner_b.run, kwargs={"idle_exit_s": 4}, daemon=True)
         thread_b.start()
         deadline = time.monotonic() + 60
         while not runner_b.consumer.assignment() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert runner_b.consumer.assignment(), "B joined the group and took over a partition"
+        taken = {tp.partition for tp in runner_b.consumer.assignment()}
+        assert taken == ({0} if stuck_goes_to == "B" else {1}), f"B was assigned {taken}"
         release.set()
         thread_b.join(timeout=90)
         thread_a.join(timeout=90)
@@ -381,6 +388,7 @@ def test_revocation_during_back_pressure_hands_over_only_what_is_not_durable(mak
     names = {a.id: f"p{p}[{i}]" for p, part in enumerate((p0, p1)) for i, a in enumerate(part)}
     assert sorted(names[d["_id"]] for d in docs) == sorted(names.values())
     duplicates = sum(sink.counts["duplicate"] for sink in (sink_a, sink_b, sink_c))
-    assert duplicates == 2  # p0[3] and p0[4]: acknowledged, but behind the stuck p0[2]
+    # B: p0[3] and p0[4], acknowledged by A but behind the stuck p0[2]. A: none, it remembers them.
+    assert duplicates == (2 if stuck_goes_to == "B" else 0)
     final = committed(s, s.group("indexer"), s.topic_enriched, 2)
     assert final == {0: 5, 1: 5}
