@@ -15,7 +15,7 @@ There are exactly three ways out of ``process`` besides returning an ``Out``:
 
 A stage may also define ``close()`` (to release e.g. a worker pool): the runner calls it on
 shutdown, after closing the sink. Drop and Quarantine survive pickling, so a stage may raise them
-in worker processes and hand them back (``process_batch=``).
+in worker processes and hand them back (a two-phase stage's ``collect``, below).
 
 Where the output goes, and in which order the work becomes durable, is the sink's job
 (``TransactionalKafkaSink`` here, ``ElasticsearchSink`` in ``processors/indexer.py``).
@@ -24,8 +24,8 @@ keeps the batch, backs off (still polling, so the consumer stays in its group) a
 
 **One batch ahead (two-phase stages).** A stage whose work runs elsewhere (the processor's
 extraction pool) may offer ``submit(records) -> handle``, ``collect(handle) -> outcomes`` (one per
-record, in order, as ``process_batch``) and ``abandon(handle)`` (the outcomes will never be
-collected: free the workers). The runner then keeps the workers busy while a batch is delivered.
+record, in order: an ``Out``, None, or the exception ``process`` would have raised) and
+``abandon(handle)`` (the outcomes will never be collected: free the workers). The runner then keeps the workers busy while a batch is delivered.
 Each step, in this order:
 
 1. poll batch N+1;
@@ -52,7 +52,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -349,14 +349,12 @@ class StageRunner:
         source: str,
         group: str,
         sink: Sink,
-        process_batch: Callable[[list[ConsumerRecord]], list[Out | None | BaseException]] | None = None,
         consumer: KafkaConsumer | None = None,
     ):
         self.settings = settings
         self.stage = stage
         self.source = source
         self.sink = sink
-        self._process_batch = process_batch
         self._stop = threading.Event()
         self._rebalance = _Rebalance()
         self.group = group
@@ -495,10 +493,9 @@ class StageRunner:
                  self.stage.name, len(ahead.records))
 
     def transform(self, records: list[ConsumerRecord], first: Sequence[Any] | None = None) -> Batch:
-        """Route each record's outcome; ``first`` is a batch's first outcomes, computed elsewhere."""
+        """Route each record's outcome; ``first`` is a batch's first outcomes, computed elsewhere (a
+        two-phase stage's ``collect``). Failed ones are attempted again here."""
         batch = Batch(records=records)
-        if first is None and self._process_batch:
-            first = self._process_batch(records)
         for i, rec in enumerate(records):
             with article_context(record_article_id(rec)):  # every log line about it carries article_id
                 result = first[i] if first is not None else self._attempt(rec)
