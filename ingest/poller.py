@@ -50,8 +50,8 @@ from ingest.state import (
     FeedDefinition, FeedState, Policy, moved_definition, new_state, on_error, reconcile, settle, utcnow,
 )
 from ingest.store import (
-    decode, decode_table, load_feeds_file, partitions_of, put_definition, put_state, read_table, table_consumer,
-    topic_is_empty,
+    TableReadTimeout, decode, decode_table, load_feeds_file, partitions_of, put_definition, put_state, read_table,
+    table_consumer, topic_is_empty,
 )
 from newsflow.kafka_io import make_consumer, make_producer
 from newsflow.runner import DeadLetter, send_dead_letters
@@ -339,37 +339,30 @@ class Poller:
     def scan_state_tail(self) -> None:
         """The state topic is written only by the owners of its partitions, so a record there that this
         owner did not write is foreign: poison is quarantined (a valid foreign state is left alone; the
-        owner's next write for that feed supersedes it). Reads only what was appended since the last scan,
-        and skips this instance's own writes without decoding them."""
+        owner's next write for that feed supersedes it). Reads only what was appended since the last scan
+        and, as a table, only the latest record of each feed id there: this instance's own writes are
+        skipped without decoding, and a foreign record it has already overwritten is not looked at (its
+        tombstone would delete the owner's state)."""
         self._next_state_scan = time.monotonic() + self.state_scan_s
         topic = self.settings.topic_feed_state
-        tps = {TopicPartition(topic, p): off for p, off in self.state_scan_from.items() if p in self.ready}
+        tps = [TopicPartition(topic, p) for p in self.state_scan_from if p in self.ready]
         if not tps:
             return
-        ends = self.reader.end_offsets(list(tps))
-        todo = {tp for tp, off in tps.items() if off < ends[tp]}
-        if not todo:
+        ends = {tp.partition: end for tp, end in self.reader.end_offsets(tps).items()}
+        since = {p: self.state_scan_from[p] for p in ends if self.state_scan_from[p] < ends[p]}
+        if not since:
             return
-        self.reader.assign(list(todo))
-        for tp in todo:
-            self.reader.seek(tp, tps[tp])
-        dead: list[DeadLetter] = []
-        deadline = time.monotonic() + 30
-        while todo and time.monotonic() < deadline:
-            for tp, records in self.reader.poll(timeout_ms=500).items():
-                own = self.own_state_offsets.get(tp.partition, set())
-                for r in records:
-                    if r.offset < ends[tp] and r.offset not in own and r.key is not None and r.value is not None:
-                        got = decode(r, FeedState)
-                        if isinstance(got, DeadLetter):
-                            dead.append(got)
-            todo = {tp for tp in todo if self.reader.position(tp) < ends[tp]}
-        self.reader.assign([])
-        for tp in tps:
-            if tp not in todo:  # read to its end: the next scan starts there
-                self.state_scan_from[tp.partition] = ends[tp]
-                self.own_state_offsets[tp.partition] = {o for o in self.own_state_offsets.get(tp.partition, ())
-                                                        if o >= ends[tp]}
+        try:
+            tail = read_table(self.reader, topic, since=since, timeout_s=30)
+        except TableReadTimeout as exc:
+            log.warning("feed-state scan for poison: %s (tried again in %.0f s)", exc, self.state_scan_s)
+            return
+        dead = [got for r in tail.values()
+                if r.value is not None and r.offset not in self.own_state_offsets.get(r.partition, ())
+                and isinstance(got := decode(r, FeedState), DeadLetter)]
+        for p in since:  # read to its end: the next scan starts there
+            self.state_scan_from[p] = ends[p]
+            self.own_state_offsets[p] = {o for o in self.own_state_offsets.get(p, ()) if o >= ends[p]}
         self.quarantine(dead)
 
     def _idle_ms(self) -> int:

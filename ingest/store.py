@@ -54,16 +54,23 @@ def partitions_of(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.0) 
 
 
 def read_table(consumer: KafkaConsumer, topic: str, partitions: list[int] | None = None,
-               timeout_s: float = READ_TIMEOUT_S) -> dict[str, ConsumerRecord]:
+               timeout_s: float = READ_TIMEOUT_S, since: dict[int, int] | None = None) -> dict[str, ConsumerRecord]:
     """key -> latest record of ``topic`` (given partitions, else all), read up to the end offsets of
-    the moment of the call. A tombstone's record has ``value`` None."""
+    the moment of the call. A tombstone's record has ``value`` None. ``since`` (partition -> offset)
+    reads only those partitions' tails, from these offsets."""
+    if since is not None:
+        partitions = list(since)
     parts = partitions if partitions is not None else partitions_of(consumer, topic)
     tps = [TopicPartition(topic, p) for p in parts]
     table: dict[str, ConsumerRecord] = {}
     if not tps:
         return table
     consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
+    if since is None:
+        consumer.seek_to_beginning(*tps)
+    else:
+        for tp in tps:
+            consumer.seek(tp, since[tp.partition])
     end = consumer.end_offsets(tps)
     remaining = {tp for tp in tps if consumer.position(tp) < end[tp]}
     deadline = time.monotonic() + timeout_s

@@ -257,3 +257,35 @@ def test_poison_written_while_the_poller_runs_reaches_the_dlq(site, tmp_path, ma
     assert dead[b"late-definition"][H_ERROR_CLASS] == b"invalid_feed_definition"
     assert dead[b"late-state"][H_ERROR_CLASS] == b"invalid_feed_state"
     assert poller.stats.dead_lettered == 2
+
+
+def test_foreign_state_the_owner_has_overwritten_is_left_alone(site, tmp_path, make_settings):
+    """The scan reads the state topic's tail as a table: poison under a feed's id that the owner has
+    since overwritten with the feed's state is no longer in it, so it is neither dead-lettered nor
+    tombstoned over the owner's state (which a restarted poller would then not find)."""
+    site.add("/feed.xml", rss("S", pages(site, "a")), content_type="application/rss+xml")
+    url = site.url("/feed.xml")
+    settings = make_settings(feeds_file=feeds_file(tmp_path, url))
+    fid = definition_for(url).id
+    poller = Poller(settings)
+    poller.state_scan_s = 3600  # scans only when this test calls it
+    poller.start()
+    try:
+        def loaded() -> bool:
+            poller.sync(200)
+            return fid in poller.slots and not poller.loading and poller._assignments.joined
+        wait_for(loaded, what="the feed's partition loaded")
+        poller.run_batch(poller.pick(poller.clock(), force=True))
+        assert site.hits("/a") == 1
+        producer = make_producer(settings)
+        producer.send(settings.topic_feed_state, key=fid.encode(), value=b"{not a state",
+                      partition=poller.slots[fid].partition)
+        producer.flush()
+        producer.close()
+        poller.run_batch(poller.pick(poller.clock(), force=True))  # the owner writes the feed's state again
+        poller.scan_state_tail()
+        assert poller.stats.dead_lettered == 0
+    finally:
+        poller.close()
+    assert records(settings, settings.topic_dlq) == []
+    assert state_of(settings, url).seen, "the owner's state is still the feed's latest record"
