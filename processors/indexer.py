@@ -57,7 +57,6 @@ from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 from prometheus_client import Counter, Histogram
-from pydantic import ValidationError
 
 from newsflow import metrics
 from newsflow.elastic import check_generation, current_generation, ensure_index, make_es, month_of
