@@ -42,13 +42,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = dsub.add_parser(
         "replay", help="re-inject pending dead-lettered records into the topics they came from",
-        description="Sends pending DLQ records that match the filters back to their original topic (header "
-        "nf-topic), carrying nf-attempts; non-matching ones stay pending (re-queued at the end of the DLQ). "
-        "Each batch and the replay group's offset commit in one Kafka transaction: a record is never "
-        "replayed twice.",
+        description="Replays pending DLQ records that match the filters, as their stage needs: processor and "
+        "indexer dead letters go back to their original topic (header nf-topic), carrying nf-attempts; the "
+        "poller's page dead letters are fetched again now (robots.txt, address guard and caps as in the "
+        "poller) and go to the raw topic, or back to the DLQ with their new reason; feed-table poison and "
+        "records without an original topic are refused. Whatever is not replayed stays pending (re-queued at "
+        "the end of the DLQ). Each batch and the replay group's offset commit in one Kafka transaction: a "
+        "record is never replayed twice.",
     )
     _filters(p)
-    p.add_argument("--limit", type=int, metavar="N", help="replay at most N records")
+    p.add_argument("--limit", type=int, metavar="N", help="resend or refetch at most N records")
     p.set_defaults(func=cmd_dlq_replay)
 
 
@@ -183,6 +186,37 @@ def cmd_dlq_replay(args, settings: Settings) -> int:
 
         result = replay(settings, filters=Filters(tuple(args.stage), tuple(args.reason)), limit=args.limit,
                         progress=progress)
-    where = ", ".join(f"{n} -> {t}" for t, n in sorted((result.by_topic or {}).items())) or "nothing"
-    console.print(f"replayed {result.replayed} record(s) ({where}); {result.kept} left pending")
+    for line in replay_report(result, settings):
+        console.print(line, soft_wrap=True)
     return 0
+
+
+def replay_report(result, settings: Settings) -> list:
+    """``dlq replay``'s summary: one line per action that happened (rich Text)."""
+    from rich.text import Text
+
+    def counts(counter) -> str:
+        return ", ".join(f"{what}: {n}" for what, n in counter.most_common())
+
+    lines = [Text.assemble(("replayed ", "bold"), (str(result.replayed), "bold green"), " record(s); ",
+                           (str(result.kept), "bold yellow"), " left pending")]
+
+    def line(label: str, style: str, n: int, detail: str) -> None:
+        lines.append(Text.assemble("  ", (f"{label}: ", style), (str(n), "bold"), f" {detail}"))
+
+    resent = sum(result.resent.values())
+    if resent:
+        line("resent", "green", resent, "(" + ", ".join(f"{n} -> {t}" for t, n in sorted(result.resent.items())) + ")")
+    if result.refetched:
+        line("refetched", "green", result.refetched, f"page(s) fetched again -> {settings.topic_raw}")
+    if result.still_dead:
+        line("still dead", "red", sum(result.still_dead.values()),
+             f"page(s) ({counts(result.still_dead)}), re-queued in {settings.topic_dlq} with the new reason")
+    if result.not_fetched:
+        line("not fetched now", "yellow", sum(result.not_fetched.values()),
+             f"page(s) ({counts(result.not_fetched)}), left pending as they were")
+    for why, n in result.refused.most_common():
+        line("refused", "red", n, f"{why}, left pending")
+    if result.unmatched:
+        line("not matching the filters", "dim", result.unmatched, "record(s), left pending")
+    return lines

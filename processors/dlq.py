@@ -6,35 +6,61 @@ Every stage dead-letters through the runner with headers ``nf-stage``, ``nf-erro
 The DLQ is a queue with one reader, the replay group ``<prefix>-dlq-replay``. Its committed
 offset divides the topic: records before it are *handled*, records from it on are *pending*.
 
-``replay`` takes the pending records present when it starts and, per batch, in ONE Kafka
-transaction (transactional id = the replay group, so two replays fence each other):
+What replaying a record means depends on the stage that dead-lettered it; ``replay_action`` is the
+one place where that is decided:
 
-1. sends each record that matches the filters back to its original topic (``nf-topic``) with its
-   key, value and headers; the ``nf-*`` bookkeeping headers are dropped except ``nf-attempts``,
-   which is carried so the stage keeps counting attempts;
-2. re-appends each record that does not match (or names no original topic) to the DLQ, so it
-   stays pending for a later replay;
+* **resend** (processor and indexer dead letters, whose value is the original record): back to
+  ``nf-topic`` with key, value and headers; the ``nf-*`` bookkeeping headers are dropped except
+  ``nf-attempts``, which is carried so the stage keeps counting attempts;
+* **refetch** (the poller's page dead letters: a RawArticle *without* its body): the page is fetched
+  again now through the poller's own ``FeedJobs.page`` (robots.txt, SSRF guard, caps, per-host
+  limits), keeping the dead letter's ``first_seen_at``. A page that comes back is sent to
+  ``topic_raw``; a page that is dead again is re-appended as its *new* dead letter (new reason,
+  ``nf-attempts`` + 1); a temporary failure or a robots.txt skip re-appends the original;
+* **refuse** (feed-table poison, records with no original topic, poller records that are not a
+  page): re-appended as they are, with the reason reported. A replay never writes into a feed table.
+
+``replay`` takes the pending records present when it starts and, per batch:
+
+0. fetches the batch's pages again (before the transaction: HTTP is slow, a transaction stays short);
+1. in ONE Kafka transaction (transactional id = the replay group, so two replays fence each other),
+   sends what each record's action produced (resent record, refetched page or new dead letter);
+2. re-appends each record that does not match the filters, is refused, or could not be fetched now
+   to the DLQ, so it stays pending for a later replay;
 3. commits the replay group's offset past the batch (``send_offsets_to_transaction``).
 
 A record is therefore replayed at most once, and exactly once if the replay completes; a killed
-replay commits nothing of its open batch.
+replay commits nothing of its open batch (its pages are simply fetched again by the next replay).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from pydantic import ValidationError
 
 from newsflow.kafka_io import make_consumer, make_producer
 from newsflow.runner import (
     H_ATTEMPTS, H_ERROR, H_ERROR_CLASS, H_OFFSET, H_PARTITION, H_STAGE, H_TOPIC, header,
 )
+from newsflow.schema import RawArticle
 from newsflow.settings import Settings
+
+if TYPE_CHECKING:
+    from ingest.jobs import FeedJobs, Record
+    from ingest.state import PageOutcome
+
+log = logging.getLogger(__name__)
 
 _BOOKKEEPING = {H_STAGE, H_ERROR_CLASS, H_ERROR, H_TOPIC, H_PARTITION, H_OFFSET}
 _IDLE_POLLS = 4
@@ -108,6 +134,135 @@ def replay_headers(record: ConsumerRecord) -> list[tuple[str, bytes]]:
     return [(k, v) for k, v in (record.headers or ()) if k not in _BOOKKEEPING]
 
 
+# --- what a replay does with one dead letter ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resend:
+    """Send the record back to ``topic`` as it is: its value is the original record."""
+
+    topic: str
+
+
+@dataclass(frozen=True)
+class Refetch:
+    """Fetch the page of a poller page dead letter again (``page`` is the dead letter, without body)."""
+
+    page: RawArticle
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Sent nowhere: the record stays pending, and ``why`` is reported."""
+
+    why: str
+
+
+Action = Resend | Refetch | Refuse
+
+FEED_TABLE_POISON = ("feed-table poison records (a replay never writes into a feed table; fix the feed with "
+                     "`newsflow feeds add URL`, the poller rebuilds its state)")
+NO_TOPIC = "records without an original topic (no nf-topic header): nowhere to send them"
+
+
+def replay_action(record: ConsumerRecord, settings: Settings) -> Action:
+    """The replay rules, per stage, in order:
+
+    ===========================================================  ==========================================
+    dead letter                                                  action
+    ===========================================================  ==========================================
+    ``nf-topic`` empty or absent                                 refuse (``NO_TOPIC``)
+    ``nf-topic`` is a feed table (any stage)                     refuse (``FEED_TABLE_POISON``)
+    poller, ``nf-topic`` = ``topic_raw``, RawArticle, no body    refetch the page
+    poller, ``nf-topic`` = ``topic_raw``, RawArticle with body   resend
+    poller, anything else                                        refuse
+    processor, indexer, any other stage                          resend (the value is the original record)
+    ===========================================================  ==========================================
+    """
+    target = _text(record, H_TOPIC)
+    if not target:
+        return Refuse(NO_TOPIC)
+    if target in (settings.topic_feeds, settings.topic_feed_state):
+        return Refuse(FEED_TABLE_POISON)
+    if _text(record, H_STAGE) != "poller":
+        return Resend(target)
+    if target != settings.topic_raw:
+        return Refuse(f"poller records for {target} (the poller dead-letters only pages and feed-table poison)")
+    try:
+        page = RawArticle.from_bytes(record.value or b"")
+    except ValidationError:
+        return Refuse("poller page dead letters that are not a RawArticle (nothing to fetch again)")
+    return Refetch(page) if not page.body_b64 else Resend(target)
+
+
+# --- the poller's page path, for Refetch ------------------------------------------------------------
+
+
+class _Refetcher:
+    """``FeedJobs.page`` (the poller's own page path: robots.txt, SSRF guard, caps, per-host limits) on one
+    event loop for the whole replay. It persists nothing: the feed state it passes is a throwaway whose
+    only job is to carry the dead letter's ``first_seen_at`` (the entry is already seen in the real one)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.loop: asyncio.Runner | None = None
+        self.jobs: FeedJobs | None = None
+
+    def fetch(self, pages: list[RawArticle]) -> list[tuple[PageOutcome, Record | None] | None | Exception]:
+        """One result per page, in order: what ``FeedJobs.page`` returned, or the exception it raised."""
+        if not pages:
+            return []
+        if self.loop is None:
+            self.loop = asyncio.Runner()
+        return self.loop.run(self._fetch_all(pages))
+
+    async def _fetch_all(self, pages: list[RawArticle]) -> list:
+        from ingest.fetch import Fetcher
+        from ingest.jobs import FeedJobs
+        from ingest.state import utcnow
+
+        if self.jobs is None:
+            self.jobs = FeedJobs(self.settings, Fetcher(self.settings), parse_executor=None, clock=utcnow,
+                                 rand=random.random)
+        got = await asyncio.gather(*(self._one(p) for p in pages), return_exceptions=True)
+        for g in got:
+            if isinstance(g, BaseException) and not isinstance(g, Exception):
+                raise g  # cancelled, interrupted: not a page's fate
+        return got
+
+    async def _one(self, page: RawArticle):
+        from ingest.parse import EntryRef
+        from ingest.state import FeedDefinition, FeedState, SeenEntry, epoch, utcnow
+        from ingest.urls import feed_id
+
+        assert self.jobs is not None
+        first = epoch(page.first_seen_at)
+        # attempts=0: on this try a temporary failure is a "retry" (the original stays pending), not a new
+        # page_fetch_failed dead letter; the re-appended dead letter counts the attempt (``_outputs``).
+        ref = EntryRef(**page.entry.model_dump(), key=f"dlq:{page.id[:16]}", version="dlq-replay",
+                       page_url=page.url, attempts=0)
+        feed_url = page.feed_url or page.url
+        fid = feed_id(feed_url)
+        state = FeedState(feed_id=fid, url=feed_url, title=page.feed_title,
+                          seen={ref.key: SeenEntry(v=ref.version, f=first, l=first)})
+        definition = FeedDefinition(id=fid, url=feed_url, added_url=feed_url, title=page.feed_title,
+                                    added_at=utcnow())
+        return await self.jobs.page(ref, state, definition)
+
+    def close(self) -> None:
+        if self.loop is None:
+            return
+        try:
+            if self.jobs is not None:
+                self.loop.run(self.jobs.fetcher.aclose())
+        finally:
+            self.loop.close()
+            self.loop = None
+
+
+# --- reading the DLQ ------------------------------------------------------------------------------------
+
+
 def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     parts = consumer.partitions_for_topic(topic)
     if not parts:
@@ -128,7 +283,8 @@ def _start_positions(consumer: KafkaConsumer, tps: list[TopicPartition], *, pend
 
 def _read(consumer: KafkaConsumer, starts: dict[TopicPartition, int], ends: dict[TopicPartition, int],
           timeout_s: float = 30.0) -> Iterator[list[ConsumerRecord]]:
-    """Batches of records from ``starts`` up to (excluding) ``ends``, in offset order per partition."""
+    """Batches of records from ``starts`` up to (excluding) ``ends``, in offset order per partition.
+    ``timeout_s`` bounds the wait for records, not the caller's time with a batch (refetches)."""
     consumer.assign(list(starts))
     for tp, pos in starts.items():
         consumer.seek(tp, pos)
@@ -139,8 +295,8 @@ def _read(consumer: KafkaConsumer, starts: dict[TopicPartition, int], ends: dict
         batch = [r for tp, recs in polled.items() for r in recs if r.offset < ends[tp]]
         idle = 0 if polled else idle + 1
         if batch:
-            deadline = time.monotonic() + timeout_s
             yield batch
+            deadline = time.monotonic() + timeout_s
         pending = {tp for tp in pending if consumer.position(tp) < ends[tp]}
 
 
@@ -156,22 +312,79 @@ def list_dead(settings: Settings, *, include_handled: bool = False, filters: Fil
         consumer.close(autocommit=False)
 
 
+# --- replay ---------------------------------------------------------------------------------------------
+
+
 @dataclass
 class ReplayResult:
-    replayed: int = 0
-    kept: int = 0
-    by_topic: dict[str, int] | None = None
+    """What a replay did, per action. Everything but ``resent`` and ``refetched`` is still pending."""
+
+    resent: Counter[str] = field(default_factory=Counter)  # original topic -> records sent back
+    refetched: int = 0  # pages fetched again and sent to topic_raw
+    still_dead: Counter[str] = field(default_factory=Counter)  # new reason -> pages dead again (re-queued)
+    not_fetched: Counter[str] = field(default_factory=Counter)  # "retry timeout", "skipped robots_disallowed", ...
+    refused: Counter[str] = field(default_factory=Counter)  # why -> records refused
+    unmatched: int = 0  # records the filters did not select
+
+    @property
+    def replayed(self) -> int:
+        return sum(self.resent.values()) + self.refetched
+
+    @property
+    def kept(self) -> int:
+        return (self.unmatched + sum(self.still_dead.values()) + sum(self.not_fetched.values())
+                + sum(self.refused.values()))
+
+
+Out = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]  # topic, key, value, headers
+
+
+def _outputs(rec: ConsumerRecord, action: Action | None, fetched, settings: Settings,
+             result: ReplayResult) -> list[Out]:
+    """What to send for one DLQ record (``action`` None: it did not match the filters), counted in ``result``."""
+    again: Out = (settings.topic_dlq, rec.key, rec.value, list(rec.headers or ()))
+    if action is None:
+        result.unmatched += 1
+        return [again]
+    if isinstance(action, Refuse):
+        result.refused[action.why] += 1
+        return [again]
+    if isinstance(action, Resend):
+        result.resent[action.topic] += 1
+        return [(action.topic, rec.key, rec.value, replay_headers(rec))]
+    # Refetch. The outcome's shape may grow (new result kinds): only a record for topic_raw is a replay and
+    # only a record for the DLQ is a new dead letter; anything else keeps the original pending.
+    if isinstance(fetched, Exception):
+        log.error("refetch of %s failed: %r", action.page.url, fetched, extra={"article_id": action.page.id})
+        result.not_fetched[f"error {type(fetched).__name__}"] += 1
+        return [again]
+    outcome, record = fetched if fetched is not None else (None, None)
+    if record is not None and record.topic == settings.topic_raw:
+        result.refetched += 1
+        return [(record.topic, record.key, record.value, list(record.headers))]
+    if record is not None and record.topic == settings.topic_dlq:
+        attempts = str((_int(rec, H_ATTEMPTS) or 0) + 1).encode()
+        headers = [(k, v) for k, v in record.headers if k != H_ATTEMPTS] + [(H_ATTEMPTS, attempts)]
+        reason = dict(record.headers).get(H_ERROR_CLASS, b"?").decode("utf-8", "replace")
+        result.still_dead[reason] += 1
+        return [(record.topic, record.key, record.value, headers)]
+    what = f"{outcome.result} {outcome.reason}" if outcome is not None else "deferred"
+    result.not_fetched[what] += 1
+    return [again]
 
 
 def replay(settings: Settings, *, filters: Filters = Filters(), limit: int | None = None,
            progress: Callable[[int, int], None] | None = None) -> ReplayResult:
-    """Re-inject pending DLQ records into their original topics (see the module docstring).
+    """Replay pending DLQ records, each as ``replay_action`` says (see the module docstring).
+    ``limit`` bounds the records resent or refetched (refused and unmatched ones do not count).
     ``progress(done, total)`` is called after every committed batch."""
     group = replay_group(settings)
     producer = make_producer(settings, transactional_id=group)
     producer.init_transactions()  # fences any other replay before we read the committed offsets
     consumer = make_consumer(settings, group)
-    result = ReplayResult(by_topic={})
+    refetcher = _Refetcher(settings)
+    result = ReplayResult()
+    attempted = 0
     try:
         tps = _partitions(consumer, settings.topic_dlq)
         starts = _start_positions(consumer, tps, pending_only=True)
@@ -181,22 +394,24 @@ def replay(settings: Settings, *, filters: Filters = Filters(), limit: int | Non
         if progress:
             progress(0, total)
         for batch in _read(consumer, starts, ends):
-            if limit is not None and result.replayed >= limit:
+            if limit is not None and attempted >= limit:
                 break
+            plan: list[tuple[ConsumerRecord, Action | None]] = []
+            for rec in batch:
+                if limit is not None and attempted >= limit:
+                    break
+                action = replay_action(rec, settings) if filters.match(rec) else None
+                attempted += isinstance(action, (Resend, Refetch))
+                plan.append((rec, action))
+            # 0. the pages, before the transaction opens
+            fetched = iter(refetcher.fetch([a.page for _r, a in plan if isinstance(a, Refetch)]))
             offsets: dict[TopicPartition, OffsetAndMetadata] = {}
             producer.begin_transaction()
             try:
-                for rec in batch:
-                    if limit is not None and result.replayed >= limit:
-                        break
-                    target = _text(rec, H_TOPIC)
-                    if target and filters.match(rec):
-                        producer.send(target, key=rec.key, value=rec.value, headers=replay_headers(rec))
-                        result.replayed += 1
-                        result.by_topic[target] = result.by_topic.get(target, 0) + 1
-                    else:
-                        producer.send(settings.topic_dlq, key=rec.key, value=rec.value, headers=list(rec.headers or ()))
-                        result.kept += 1
+                for rec, action in plan:
+                    page = next(fetched) if isinstance(action, Refetch) else None
+                    for topic, key, value, headers in _outputs(rec, action, page, settings, result):
+                        producer.send(topic, key=key, value=value, headers=headers)
                     offsets[TopicPartition(rec.topic, rec.partition)] = OffsetAndMetadata(rec.offset + 1, "", -1)
                     done += 1
                 producer.send_offsets_to_transaction(offsets, group)
@@ -208,5 +423,6 @@ def replay(settings: Settings, *, filters: Filters = Filters(), limit: int | Non
                 progress(done, total)
         return result
     finally:
+        refetcher.close()
         consumer.close(autocommit=False)
         producer.close(timeout=10)
