@@ -14,6 +14,7 @@ import zlib
 import charset_normalizer
 
 ACCEPT_ENCODING = "gzip, deflate"
+UTF8_STRAYS = 16  # undecodable sequences a UTF-8 page may have and still be read as UTF-8
 _STEP = 256 * 1024
 
 
@@ -140,18 +141,30 @@ def _decodes(body: bytes, codec: str) -> bool:
         return False
 
 
+def _mostly_utf8(body: bytes) -> bool:
+    """UTF-8 with a few stray bytes (a page pasted together from sources in another charset): at most
+    ``UTF8_STRAYS`` undecodable sequences, and far fewer of them than well-formed non-ASCII characters. A
+    page in a single-byte charset mis-declared as UTF-8 has almost no well-formed multi-byte sequences."""
+    text = body.decode("utf-8", errors="replace")
+    strays = text.count("\ufffd")
+    if not strays or strays > UTF8_STRAYS:
+        return False
+    return sum(1 for ch in text if ord(ch) > 127) - strays >= 20 * strays
+
+
 def detect_charset(body: bytes, content_type: str | None) -> tuple[str, str]:
     """(codec name, where it came from) for an HTML page.
 
     Order: byte-order mark; the HTTP header's charset; the page's ``<meta charset>``; detection.
-    A declared charset is only believed if the body decodes with it. A single-byte declaration on a body
-    that is valid UTF-8 with non-ASCII bytes is taken for the common mis-declaration it is: UTF-8.
+    A declared charset is only believed if the body decodes with it, but for UTF-8 with a few stray
+    bytes (``_mostly_utf8``: the reader replaces them). A single-byte declaration on a body that is valid
+    UTF-8 with non-ASCII bytes is taken for the common mis-declaration it is: UTF-8.
     """
     for bom, name in _BOMS:
         if body.startswith(bom):
             return name, "bom"
     is_ascii = body.isascii()
-    utf8_ok = not is_ascii and _decodes(body, "utf-8")
+    utf8_ok = not is_ascii and (_decodes(body, "utf-8") or _mostly_utf8(body))
     for source, declared in (("header", header_charset(content_type)), ("meta", _meta_charset(body))):
         codec = _codec(declared)
         if codec is None:
@@ -160,7 +173,7 @@ def detect_charset(body: bytes, content_type: str | None) -> tuple[str, str]:
             codec = "utf-8" if utf8_ok else "cp1252"  # browsers read "ascii" as windows-1252
         if utf8_ok and codec != "utf-8" and _single_byte(codec):
             return "utf-8", f"{source}-override"
-        if _decodes(body, codec):
+        if _decodes(body, codec) or (codec == "utf-8" and utf8_ok):
             return codec, source
     if is_ascii or utf8_ok:
         return "utf-8", "detected"

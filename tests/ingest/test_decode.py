@@ -79,6 +79,10 @@ CHARSETS = [
     (b"plain ascii", "text/html; charset=bogus-charset", "utf-8", "detected"),
     (b"plain ascii", "text/html; charset=us-ascii", "cp1252", "header"),  # WHATWG: ascii means windows-1252
     (CAFE.encode("utf-8"), "text/html", "utf-8", "detected"),
+    # UTF-8 with a stray byte pasted in (seen on real pages): still UTF-8, the stray byte is replaced
+    ((CAFE * 10).encode("utf-8") + b" \xe9 " + (CAFE * 10).encode("utf-8"), "text/html; charset=utf-8", "utf-8",
+     "header"),
+    ((CAFE * 10).encode("utf-8") + b" \xe9 ", "text/html", "utf-8", "detected"),
 ]
 
 
