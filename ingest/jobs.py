@@ -9,6 +9,11 @@ would exceed ``max_message_bytes`` (or whose body exceeds ``max_page_bytes``) go
 topic with reason ``page_too_large``; a page refused for good (redirect loop, private address, 4xx,
 not HTML, ...) with ``page_<reason>``; a page that keeps failing temporarily after ``max_attempts``
 polls with ``page_fetch_failed``. None of them stops anything; the feed's health shows the last one.
+
+Identity: a fetched page's article id is ``article_id`` of the URL it is known by, its declared
+canonical URL when that is on the same site, else its final URL (``ingest.pagehead``). The entry's
+link gives a *link id* the same way before the fetch; both are remembered, and a page is fetched once
+per article across all feeds of this poller (``FeedJobs.page``).
 """
 
 from __future__ import annotations
@@ -26,16 +31,17 @@ from ingest import metrics
 from ingest.decode import detect_charset
 from ingest.limits import Deadline
 from ingest.fetch import Deferred, FetchError, Fetcher, Response
+from ingest.pagehead import page_identity
 from ingest.parse import EntryRef, NotAFeed, check_page_type, page_article_id, parse_feed
 from ingest.robots import ROBOTS_MAX_BYTES, RobotsCache, Verdict
 from ingest.schedule import error_kind
 from ingest.state import (
-    FeedDefinition, FeedState, PageOutcome, Policy, conditional_headers, first_seen_for, on_error, on_feed,
-    on_not_modified, on_redirects,
+    FeedDefinition, FeedState, PageOutcome, Policy, conditional_headers, first_seen_for, from_epoch, on_error,
+    on_feed, on_not_modified, on_redirects,
 )
 from ingest.urls import canonical_url
 from newsflow.runner import H_ATTEMPTS, H_ERROR, H_ERROR_CLASS, H_STAGE, H_TOPIC
-from newsflow.schema import FeedEntry, RawArticle
+from newsflow.schema import FeedEntry, RawArticle, article_id
 from newsflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,7 +95,10 @@ class FeedJobs:
         self.executor = parse_executor
         self.clock = clock
         self.rand = rand
+        # identity prefixes (16 hex: article ids and entry-link ids) of pages this poller has fetched ->
+        # first seen (epoch seconds); the poller fills it from its feeds' state and after each batch
         self.known_articles = known_articles if known_articles is not None else {}
+        self.in_flight: dict[str, asyncio.Future] = {}  # link id -> outcome of the job fetching it now
         self.robots = RobotsCache(self._fetch_robots, settings.user_agent,
                                   on_crawl_delay=fetcher.limiter.set_crawl_delay)
 
@@ -177,28 +186,75 @@ class FeedJobs:
                    deadline: Deadline | None = None) -> tuple[PageOutcome, Record | None] | None:
         """Fetch one entry's page: (outcome, record to produce or None); None when deferred by ``deadline``.
 
-        Outcomes: ``delivered`` (a RawArticle for ``articles.raw``); ``skipped`` (robots.txt says no);
-        ``retry`` (temporary failure: pending, tried again with the feed's next poll); ``dead`` (a dead
-        letter ``page_<reason>``: too large, refused for good, or still failing after ``max_attempts``).
+        Outcomes: ``delivered`` (a RawArticle for ``articles.raw``); ``duplicate`` (the article was fetched
+        already, for another entry or feed of this poller: nothing is fetched or produced); ``skipped``
+        (robots.txt says no); ``retry`` (temporary failure: pending, tried again with the feed's next poll);
+        ``dead`` (a dead letter ``page_<reason>``: too large, refused for good, or still failing after
+        ``max_attempts``).
+
+        A page is fetched once per article: an entry new to this feed whose link (in its identity form) is
+        known, or is being fetched right now by another feed's job, is a duplicate; so is a fetched page
+        whose declared canonical URL names an article already known. A changed entry of this feed (a new
+        version) is always fetched again.
         """
         if deadline is not None and deadline.passed():
             return None
+        link_id = page_article_id(ref)
+        assert link_id is not None
+        if ref.key in state.seen:  # a new version of this feed's own entry
+            return await self._fetch_page(ref, state, definition, deadline, link_id, dedup=False)
+        if link_id[:16] in self.known_articles:
+            return self._duplicate(ref, link_id, link_id, "fetched before")
+        other = self.in_flight.get(link_id)
+        if other is not None:
+            return self._follow(ref, link_id, await asyncio.shield(other))
+        claim = asyncio.get_running_loop().create_future()
+        self.in_flight[link_id] = claim
+        result = None
+        try:
+            result = await self._fetch_page(ref, state, definition, deadline, link_id, dedup=True)
+            return result
+        finally:
+            del self.in_flight[link_id]
+            claim.set_result(result)
+
+    def _duplicate(self, ref: EntryRef, link_id: str, aid: str, message: str) -> tuple[PageOutcome, None]:
+        metrics.PAGES.labels("duplicate", "same_article").inc()
+        first = self.known_articles.get(aid[:16]) or self.known_articles.get(link_id[:16])
+        return PageOutcome(ref, "duplicate", "same_article", aid, from_epoch(first) if first else None, message,
+                           link_id=link_id), None
+
+    def _follow(self, ref: EntryRef, link_id: str,
+                first: tuple[PageOutcome, Record | None] | None) -> tuple[PageOutcome, None] | None:
+        """The outcome of an entry whose page another job was fetching at the same time."""
+        if first is None:
+            return None  # deferred with it
+        done = first[0]
+        if done.result in ("delivered", "dead", "duplicate"):
+            return self._duplicate(ref, link_id, done.article_id or link_id, "fetched at the same time")
+        metrics.PAGES.labels(done.result, done.reason).inc()
+        return PageOutcome(ref, done.result, done.reason, done.article_id, done.first_seen, done.message,
+                           link_id=link_id), None
+
+    async def _fetch_page(self, ref: EntryRef, state: FeedState, definition: FeedDefinition,
+                          deadline: Deadline | None, link_id: str, *,
+                          dedup: bool) -> tuple[PageOutcome, Record | None] | None:
         url = ref.page_url
         assert url is not None
-        aid = page_article_id(ref)
         now = self.clock()
-        first_seen = first_seen_for(state, ref, aid, now, self.known_articles)
+        first_seen = first_seen_for(state, ref, link_id, now, self.known_articles)
         last_try = ref.attempts + 1 >= self.policy.max_attempts
 
         def outcome(result: str, reason: str, message: str = "", raw: RawArticle | None = None):
             record = None
+            aid = raw.id if raw is not None else link_id
             if result == "retry" and last_try:
                 result, message = "dead", f"{reason}: {message} (after {ref.attempts + 1} attempts)"
                 reason = "fetch_failed"
             if result == "dead":
                 record = self._dead(ref, aid, state, first_seen, now, f"page_{reason}", f"{url}: {message}", raw)
             metrics.PAGES.labels(result, reason).inc()
-            return PageOutcome(ref, result, reason, aid, first_seen, message[:300]), record
+            return PageOutcome(ref, result, reason, aid, first_seen, message[:300], link_id=link_id), record
 
         if self.settings.respect_robots:
             verdict = await self.robots.verdict(url)
@@ -227,9 +283,13 @@ class FeedJobs:
         except NotAFeed as exc:
             return outcome("dead", "bad_content_type", exc.message)
         charset, _source = detect_charset(resp.body, resp.headers.get("content-type"))
+        canonical, canonical_from = page_identity(resp.body, charset, resp.final_url)
+        aid = article_id(canonical)
+        if dedup and aid != link_id and aid[:16] in self.known_articles:
+            return self._duplicate(ref, link_id, aid, f"declares the canonical URL of a known article: {canonical}")
         raw = RawArticle(
-            id=aid, url=url, canonical_url=canonical_url(url), final_url=resp.final_url, feed_url=state.url,
-            feed_title=state.title or definition.title,
+            id=aid, url=url, canonical_url=canonical, canonical_from=canonical_from, final_url=resp.final_url,
+            feed_url=state.url, feed_title=state.title or definition.title,
             entry=FeedEntry(**ref.model_dump(include=set(FeedEntry.model_fields))),
             fetched_at=now, first_seen_at=first_seen, status=resp.status,
             content_type=resp.headers.get("content-type"),
@@ -241,14 +301,15 @@ class FeedJobs:
             return outcome("dead", "too_large", f"record of {len(value)} bytes exceeds max_message_bytes "
                            f"({self.settings.max_message_bytes})", raw)
         metrics.PAGES.labels("delivered", "ok").inc()
-        return PageOutcome(ref, "delivered", "ok", aid, first_seen), Record(self.settings.topic_raw, aid.encode(), value)
+        return (PageOutcome(ref, "delivered", "ok", aid, first_seen, link_id=link_id),
+                Record(self.settings.topic_raw, aid.encode(), value))
 
     def _dead(self, ref: EntryRef, aid: str, state: FeedState, first_seen: datetime, now: datetime, reason: str,
               message: str, raw: RawArticle | None = None) -> Record:
         """A dead-letter record: the RawArticle without its body, headers as ``newsflow.runner`` writes them."""
         url = ref.page_url or ""
         meta = (raw or RawArticle(
-            id=aid, url=url, canonical_url=canonical_url(url), final_url=url, feed_url=state.url,
+            id=aid, url=url, canonical_url=canonical_url(url), canonical_from="link", final_url=url, feed_url=state.url,
             feed_title=state.title, entry=FeedEntry(**ref.model_dump(include=set(FeedEntry.model_fields))),
             fetched_at=now, first_seen_at=first_seen, status=0, body_b64="",
         )).model_copy(update={"body_b64": ""})

@@ -308,8 +308,9 @@ class Poller:
             # pages left pending by the previous owner (or a crash) are taken up at once
             self.slots[fid] = Slot(definition, partition, state, self.clock() if state.pending else None)
             for e in state.seen.values():
-                if e.a:
-                    self.known_articles.setdefault(e.a, e.f)
+                for prefix in (e.a, e.k):
+                    if prefix:
+                        self.known_articles.setdefault(prefix, e.f)
         del self.loading[partition]
         self.ready.add(partition)
         self._trim_known()
@@ -461,8 +462,9 @@ class Poller:
                 self.stats.polled.append(r.feed_id)
                 self.stats.polls += 1
             for o, rec in r.pages:
-                if o.ref.key in ok and o.article_id:
-                    self.known_articles.setdefault(o.article_id[:16], int((o.first_seen or now).timestamp()))
+                if o.ref.key in ok or o.result in ("skipped", "duplicate"):
+                    for prefix in o.prefixes():
+                        self.known_articles.setdefault(prefix, int((o.first_seen or now).timestamp()))
                     if rec is not None and rec.topic == s.topic_raw:
                         self.stats.produced += 1
                     elif rec is not None:

@@ -71,6 +71,7 @@ class SeenEntry(_Model):
     f: int  # first seen (epoch seconds): RawArticle.first_seen_at
     l: int  # last time the entry was in the feed (epoch seconds)  # noqa: E741
     a: str | None = None  # article id prefix (16 hex) of the page produced for it
+    k: str | None = None  # link id prefix (16 hex) of the entry's link, when it differs from ``a``
 
 
 class FeedState(_Model):
@@ -260,7 +261,7 @@ def on_feed(state: FeedState, parsed: ParsedFeed, *, body_hash: str, headers, st
     note = f"{now:%Y-%m-%d}: {lie}" if lie else state.validators_note
     ts = epoch(now)
     seen = dict(state.seen)
-    by_article = {e.a: k for k, e in seen.items() if e.a}
+    by_article = {i: k for k, e in seen.items() for i in (e.a, e.k) if i}
     pending = {p.key: p for p in state.pending}
     fresh: list[EntryRef] = []
     present: set[str] = set()
@@ -371,7 +372,7 @@ def on_redirects(state: FeedState, *, permanent: bool, final_url: str, redirecte
 
 
 # --- pages ----------------------------------------------------------------------------------------
-PageResult = Literal["delivered", "skipped", "dead", "retry"]
+PageResult = Literal["delivered", "duplicate", "skipped", "dead", "retry"]
 
 
 @dataclass(frozen=True)
@@ -379,9 +380,14 @@ class PageOutcome:
     ref: EntryRef
     result: PageResult
     reason: str
-    article_id: str | None = None
+    article_id: str | None = None  # of the page (its canonical URL); the link id when it was not fetched
     first_seen: datetime | None = None
     message: str = ""
+    link_id: str | None = None  # article_id of the entry's link
+
+    def prefixes(self) -> set[str]:
+        """The identity prefixes this outcome makes known (article id and link id)."""
+        return {i[:16] for i in (self.article_id, self.link_id) if i}
 
 
 def first_seen_for(state: FeedState, ref: EntryRef, article: str | None, now: datetime,
@@ -394,7 +400,7 @@ def first_seen_for(state: FeedState, ref: EntryRef, article: str | None, now: da
     prefix = article[:16] if article else None
     if prefix:
         for e in state.seen.values():
-            if e.a == prefix:
+            if prefix in (e.a, e.k):
                 return from_epoch(e.f)
         if known_articles and prefix in known_articles:
             return from_epoch(known_articles[prefix])
@@ -414,10 +420,12 @@ def settle(state: FeedState, outcomes: list[PageOutcome], *, delivered_ok: set[s
             page_error = {"last_page_error": f"{o.reason}: {o.ref.page_url}: {o.message}"[:500],
                           "last_page_error_at": now}
         key = o.ref.key
-        if o.result == "skipped" or (o.result in ("delivered", "dead") and key in delivered_ok):
+        if o.result in ("skipped", "duplicate") or (o.result in ("delivered", "dead") and key in delivered_ok):
             known = seen.get(key)
             first = known.f if known else epoch(o.first_seen or now)
-            seen[key] = SeenEntry(v=o.ref.version, f=first, l=ts, a=o.article_id[:16] if o.article_id else None)
+            a = o.article_id[:16] if o.article_id else None
+            k = o.link_id[:16] if o.link_id and o.link_id[:16] != a else None
+            seen[key] = SeenEntry(v=o.ref.version, f=first, l=ts, a=a, k=k)
             pending.pop(key, None)
         elif o.result == "retry" and key in pending:
             pending[key] = pending[key].model_copy(update={"attempts": pending[key].attempts + 1})

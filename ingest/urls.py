@@ -1,21 +1,35 @@
-"""URL normalisation: one canonical form per article (and per feed), so one identity everywhere.
+"""URL normalisation and identity: one canonical form per article (and per feed), one id everywhere.
 
 ``canonical_url`` drops tracking parameters and the fragment, lowercases scheme and host, drops the
 trailing dot of a fully qualified host and default ports, and gives an empty path a ``/``. It keeps the
 order of the remaining query parameters (some sites route on it) and never touches the path's case.
+It is still a URL people open: scheme and host stay as the site spells them.
+
+``identity_key`` is what an article id hashes (``newsflow.schema.article_id``): the canonical URL
+without the spellings that never name another page on a news site: ``http``/``https``, a leading
+``www.``/``m.``/``amp.``/``mobile.`` on the host, and a trailing ``/`` on the path.
+
+``page_canonical`` is the rule that picks the URL an article is known by, from the page itself: its
+``<link rel=canonical>`` (else ``og:url``) when it is http(s), on the same site and not the site's
+home page; else the URL the page was fetched from (after redirects).
 """
 
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+import re
+import string
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 _TRACKING_PREFIXES = ("utm_", "mc_", "pk_", "piwik_", "hsa_", "oly_", "ns_", "__twitter")
 _TRACKING_KEYS = {
     "fbclid", "gclid", "dclid", "gclsrc", "msclkid", "yclid", "igshid", "mkt_tok", "_hsenc", "_hsmi",
     "ref_src", "cmpid", "ocid", "sr_share", "at_medium", "at_campaign", "ito", "spm", "_ga", "_gl",
     "guccounter", "smid", "wt.mc_id", "cmp", "xtor",
+    # feed and section tags that publishers append to the links of their feeds (?ref=rss, ?iref=...)
+    "ref", "iref",
 }
+_SITE_PREFIXES = ("www.", "m.", "amp.", "mobile.")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 HTTP_SCHEMES = ("http", "https")
 
@@ -43,6 +57,66 @@ def canonical_url(url: str) -> str:
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not is_tracking_param(k)]
     path = parts.path or "/"
     return urlunsplit((scheme, netloc, path, urlencode(query, doseq=True), ""))
+
+
+def bare_host(host: str) -> str:
+    """``www.example.com``, ``m.example.com``, ``amp.example.com`` -> ``example.com`` (lower case)."""
+    host = host.lower().rstrip(".")
+    for prefix in _SITE_PREFIXES:
+        if host.startswith(prefix) and host.count(".") > 1:
+            return host[len(prefix):]
+    return host
+
+
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+
+
+def _one_escaping(part: str) -> str:
+    """Percent-escapes spelled one way: non-ASCII as UTF-8 escapes, hex in upper case, and unreserved
+    characters (RFC 3986) never escaped; so ``/wiadomości``, ``/wiadomo%c5%9bci`` and ``/wiadomo%C5%9Bci``
+    are one path."""
+    part = _ESCAPE.sub(lambda m: c if (c := chr(int(m.group(1), 16))) in _UNRESERVED else m.group(0).upper(), part)
+    return quote(part, safe="!#$%&'()*+,/:;=?@[]")
+
+
+def identity_key(url: str) -> str:
+    """The form of a URL an article id hashes: ``//host[:port]/path[?query]`` of its canonical URL, with
+    the host's ``www.``/``m.``/``amp.``/``mobile.`` prefix and a trailing ``/`` dropped and one spelling of
+    percent-escapes. ``http://`` and ``https://`` spellings, mobile hosts, trailing-slash variants and
+    differently escaped links of a page get one id."""
+    parts = urlsplit(canonical_url(url))
+    if parts.scheme not in HTTP_SCHEMES:  # file:// (plain-text input) and the like: the URL itself
+        return urlunsplit(parts)
+    netloc = parts.netloc.rpartition("@")[2]
+    host, sep, port = netloc.rpartition(":") if not netloc.endswith("]") and ":" in netloc else (netloc, "", "")
+    path = _one_escaping(parts.path).rstrip("/") or "/"
+    query = f"?{_one_escaping(parts.query)}" if parts.query else ""
+    return f"//{bare_host(host)}{sep}{port}{path}{query}"
+
+
+def same_site(a: str, b: str) -> bool:
+    """Both URLs on one host, ignoring ``www.``/``m.``/``amp.``/``mobile.``."""
+    ha, hb = urlsplit(a).hostname, urlsplit(b).hostname
+    return bool(ha) and bare_host(ha or "") == bare_host(hb or "")
+
+
+def pick_canonical(declared: str | None, fetched: str) -> tuple[str, str]:
+    """(URL the article is known by, where it came from): the page's declared canonical (``page``) when it
+    is an absolute http(s) URL on the same site as ``fetched`` and not the site's home page (a common
+    template mistake); else ``fetched`` (``fetched``). Both normalised with ``canonical_url``."""
+    fallback = canonical_url(fetched)
+    if not declared:
+        return fallback, "fetched"
+    try:
+        parts = urlsplit(declared.strip())
+        if parts.scheme.lower() not in HTTP_SCHEMES or not same_site(declared.strip(), fallback):
+            return fallback, "fetched"
+    except ValueError:  # an unparsable URL (bad IPv6 literal, bad port)
+        return fallback, "fetched"
+    if parts.path in ("", "/") and not parts.query:
+        return fallback, "fetched"
+    return canonical_url(declared), "page"
 
 
 def feed_id(url: str) -> str:

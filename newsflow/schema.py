@@ -15,13 +15,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ingest.urls import identity_key
+
 RAW_SCHEMA_VERSION = 1
 ARTICLE_SCHEMA_VERSION = 1
 
 
 def article_id(canonical_url: str) -> str:
-    """The one identity of an article everywhere: Kafka key, Elasticsearch ``_id``, log field."""
-    return hashlib.sha256(canonical_url.encode("utf-8")).hexdigest()
+    """The one identity of an article everywhere: Kafka key, Elasticsearch ``_id``, log field.
+
+    sha256 of the URL's identity form (``ingest.urls.identity_key``: no scheme, no ``www.``/``m.``
+    host prefix, no trailing slash), so every spelling of one page's URL gives the same id. The
+    poller computes it from the canonical URL the page declares (README, "Article identity")."""
+    return hashlib.sha256(identity_key(canonical_url).encode("utf-8")).hexdigest()
 
 
 class _Model(BaseModel):
@@ -51,10 +57,11 @@ class FeedEntry(_Model):
 
 class RawArticle(_Model):
     schema_version: Literal[1] = RAW_SCHEMA_VERSION
-    id: str
-    url: str
-    canonical_url: str
-    final_url: str
+    id: str  # article_id(canonical_url)
+    url: str  # the feed entry's link, as the feed gave it (resolved)
+    canonical_url: str  # the URL the article is known by (ingest.urls.pick_canonical), normalised
+    canonical_from: Literal["page", "fetched", "link"] = "link"  # declared by the page / final URL / entry link
+    final_url: str  # where the page was fetched from, after redirects
     feed_url: str | None = None
     feed_title: str | None = None
     entry: FeedEntry = Field(default_factory=FeedEntry)

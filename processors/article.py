@@ -24,7 +24,7 @@ from newsflow.settings import Settings
 from processors.clean import FIELD_BYTES, clean_field, clean_list, clean_text, truncate_bytes
 from processors.enrich.enricher import Enricher, Enrichment
 from processors.enrich.stories import content_hash
-from processors.extract import EXTRACTOR_VERSION, EmptyPage, extract_text, load_page, read_meta
+from processors.extract import EXTRACTOR_VERSION, EmptyPage, decode_page, extract_text, load_page, read_meta
 from processors.merge import Merged, merge
 
 WORDS_PER_MINUTE = 238  # average silent reading speed of English non-fiction (Brysbaert, 2019)
@@ -67,13 +67,15 @@ def build_article(raw: RawArticle, *, limits: Limits, enricher: Enricher | None 
     if len(body) > limits.max_page_bytes:
         raise Quarantine("page_too_large", f"{len(body)} bytes > max_page_bytes={limits.max_page_bytes}")
     t = time.process_time()
+    html = decode_page(body, raw.charset)
     try:
-        tree = load_page(body)
+        tree = load_page(html)
     except EmptyPage as exc:
         raise Quarantine("not_html", f"{exc} ({raw.content_type or 'no content type'})") from exc
     page = read_meta(tree, raw.final_url)
-    merged = merge(page, raw.entry, feed_title=raw.feed_title, poller_canonical=raw.canonical_url, now=now)
-    extraction = extract_text(tree, body, raw.final_url, min_chars=limits.min_chars)
+    merged = merge(page, raw.entry, feed_title=raw.feed_title, canonical=raw.canonical_url,
+                   canonical_from=raw.canonical_from, now=now)
+    extraction = extract_text(tree, html, raw.final_url, min_chars=limits.min_chars)
     timings = {"extract": time.process_time() - t}
     t = time.process_time()
     text = truncate_bytes(clean_text(extraction.text), limits.max_text_bytes, at_space=True)
@@ -114,7 +116,7 @@ def build_from_text(raw_text: str, *, path: Path, limits: Limits, enricher: Enri
     if not text:
         raise Quarantine("empty_extraction", f"{path} holds no text")
     url = path.resolve().as_uri()
-    merged = Merged(published_at=date, canonical_url=url)
+    merged = Merged(published_at=date, canonical_url=url, sources={"canonical_url": "file"})
     sources = {"published_at": "text:date-line" if date else "none", "text": "file"}
     article = _assemble(
         ident=article_id(url), url=url, final_url=None, feed_url=None, source=path.name, merged=merged,

@@ -93,7 +93,8 @@ def _fetch(url: str, settings: Settings):
 
 def enrich_target(target: str, settings: Settings, *, force_html: bool = False):
     """PATH_OR_URL -> Article, through the same chain as the processor (in this process)."""
-    from ingest.urls import canonical_url
+    from ingest.decode import detect_charset
+    from ingest.pagehead import page_identity
     from newsflow.schema import RawArticle, article_id
     from processors.article import Limits, build_article, build_from_text
     from processors.enrich.enricher import Enricher
@@ -120,10 +121,12 @@ def enrich_target(target: str, settings: Settings, *, force_html: bool = False):
         built = build_from_text(body.decode("utf-8", "replace"), path=Path(target), limits=limits,
                                 enricher=enricher, now=now)
     else:
-        canon = canonical_url(url)
+        charset, _source = detect_charset(body, ctype)
+        canon, canon_from = page_identity(body, charset, final)
         raw = RawArticle(
-            id=article_id(canon), url=url, canonical_url=canon, final_url=final, fetched_at=now,
-            first_seen_at=now, content_type=ctype, body_b64=RawArticle.encode_body(body),
+            id=article_id(canon), url=url, canonical_url=canon, canonical_from=canon_from, final_url=final,
+            fetched_at=now, first_seen_at=now, content_type=ctype, charset=charset,
+            body_b64=RawArticle.encode_body(body),
         )
         built = build_article(raw, limits=limits, enricher=enricher, now=now)
     # A story label needs a window of recent articles: alone, an article starts its own story.

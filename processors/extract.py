@@ -1,13 +1,15 @@
 """Page bytes -> main text + page metadata, with trafilatura. Pure: no Kafka, no network.
 
-Runs inside an extraction worker (``processors/pool.py``). The bytes go to trafilatura as they
-are: it detects the encoding (BOM, ``<meta charset>``, then a guess).
+Runs inside an extraction worker (``processors/pool.py``). The page is decoded once, with the charset
+the poller determined (``RawArticle.charset``: BOM, HTTP header, ``<meta>``, detection, a declaration
+believed only if the bytes decode with it), and trafilatura parses the text. Only a page without that
+(an old record, ``newsflow enrich FILE``) goes to trafilatura as bytes, for it to guess.
 
 Order matters because trafilatura's content extraction rewrites the parsed tree:
 
 1. ``load_page``  parses the bytes once;
 2. ``read_meta``  reads the metadata off the untouched tree. Cheap structured fields (meta tags,
-   Open Graph, JSON-LD, ``<title>``, ``<link rel=canonical>``) are read at once; the expensive
+   Open Graph, JSON-LD, ``<title>``) are read at once; the expensive
    heuristics (htmldate's date search, byline search, category/tag links) are *lazy*: the merge
    (``processors/merge.py``) calls them only when the feed entry cannot supply the field;
 3. ``extract_text`` takes the main text; when it is empty or shorter than ``min_chars`` it also
@@ -56,7 +58,6 @@ class PageMeta:
     site_name: str | None = None
     description: str | None = None
     image: str | None = None
-    url: str | None = None
     author: str | None = None
     categories: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
@@ -72,8 +73,25 @@ class Extraction:
     extractor_version: str = EXTRACTOR_VERSION
 
 
-def load_page(body: bytes) -> HtmlElement:
-    tree = load_html(body)
+_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
+
+
+def decode_page(body: bytes, charset: str | None) -> str | bytes:
+    """The page as text in ``charset`` (undecodable bytes replaced), or the bytes when there is none.
+
+    An XML declaration is dropped from the text: lxml refuses text that declares an encoding, and
+    trafilatura's fallback would re-encode it as UTF-8 under the declaration's other encoding."""
+    if not charset:
+        return body
+    try:
+        text = body.decode(charset, errors="replace")
+    except LookupError:
+        return body
+    return _XML_DECLARATION.sub("", text, count=1)
+
+
+def load_page(page: str | bytes) -> HtmlElement:
+    tree = load_html(page)
     if tree is None:
         raise EmptyPage("no HTML tree could be built from the page")
     return tree
@@ -148,7 +166,6 @@ def read_meta(tree: HtmlElement, url: str | None) -> PageMeta:
         site_name=site or None,
         description=doc.description,
         image=doc.image,
-        url=doc.url or tmeta.extract_url(tree, None),
         author=doc.author,
         categories=list(doc.categories or []),
         tags=list(doc.tags or []),
@@ -158,14 +175,14 @@ def read_meta(tree: HtmlElement, url: str | None) -> PageMeta:
     )
 
 
-def extract_text(tree: HtmlElement, body: bytes, url: str | None, *, min_chars: int) -> Extraction:
+def extract_text(tree: HtmlElement, page: str | bytes, url: str | None, *, min_chars: int) -> Extraction:
     """Main text of the page (comments excluded). Falls back to trafilatura's baseline when the
     result is empty or shorter than ``min_chars``, keeping whichever text is longer."""
     doc = trafilatura.bare_extraction(tree, url=url, include_comments=False, with_metadata=False)
     text = (doc.text or "") if doc is not None else ""
     if len(text.strip()) >= min_chars:
         return Extraction(text, EXTRACTOR)
-    _body, fallback, _n = trafilatura.baseline(body)
+    _body, fallback, _n = trafilatura.baseline(page)
     if len((fallback or "").strip()) > len(text.strip()):
         return Extraction(fallback, BASELINE)
     return Extraction(text, EXTRACTOR)

@@ -22,9 +22,9 @@ site_name      page site name (``og:site_name``, JSON-LD publisher, ...); else t
 image          page ``og:image``/JSON-LD image; else the feed entry's image.
 categories     page categories from structured markup (``article:section``, JSON-LD ``articleSection``).
 tags           page tags (``article:tag``, meta keywords) together with the feed entry's tags.
-canonical_url  the page's ``<link rel=canonical>``/``og:url`` when it is http(s), on the same host
-               (ignoring ``www.``/``m.``/``amp.``) and not the site's home page; else the poller's
-               canonical URL. ``id`` never changes: it is the poller's identity of the article.
+canonical_url  as the poller determined it (``RawArticle.canonical_url``, the article's identity:
+               the page's declared canonical on the same site, else the final URL); the source
+               is recorded as ``page``, ``fetched`` or ``link``.
 =============  ======================================================================================
 
 Expensive page fields (date, byline) are computed only when the rule reaches them.
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from ingest.urls import canonical_url as normalise_url
+from ingest.urls import bare_host
 from newsflow.schema import FeedEntry
 from processors.clean import clean_field, clean_list, strip_html
 from processors.extract import PageMeta
@@ -49,7 +49,6 @@ _GENERIC_AUTHORS = {
     "admin", "administrator", "staff", "editor", "editors", "redaktion", "editorial", "newsroom",
     "news desk", "newsdesk", "web desk", "webmaster", "anonymous", "unknown", "guest", "author",
 }
-_HOST_PREFIXES = ("www.", "m.", "amp.", "mobile.")
 
 
 @dataclass(frozen=True)
@@ -70,17 +69,9 @@ def _key(value: str | None) -> str:
     return re.sub(r"\W+", " ", (value or "").casefold()).strip()
 
 
-def _bare_host(host: str) -> str:
-    host = host.lower()
-    for prefix in _HOST_PREFIXES:
-        if host.startswith(prefix):
-            return host[len(prefix):]
-    return host
-
-
 def site_names(site_name: str | None, feed_title: str | None, host: str) -> set[str]:
-    names = {_key(site_name), _key(feed_title), _key(host), _key(_bare_host(host))}
-    names |= {_key(_bare_host(host).rsplit(".", 1)[0])}
+    names = {_key(site_name), _key(feed_title), _key(host), _key(bare_host(host))}
+    names |= {_key(bare_host(host).rsplit(".", 1)[0])}
     return {n for n in names if n}
 
 
@@ -146,24 +137,9 @@ def pick_author(page: PageMeta, feed: str | None, names: set[str]) -> tuple[str 
     return None, "none"
 
 
-def pick_canonical(declared: str | None, poller: str) -> tuple[str, str]:
-    fallback = normalise_url(poller)
-    if not declared:
-        return fallback, "poller"
-    try:
-        parts = urlsplit(declared.strip())
-        known = urlsplit(fallback)
-    except ValueError:
-        return fallback, "poller"
-    same_host = _bare_host(parts.hostname or "") == _bare_host(known.hostname or "")
-    if parts.scheme not in ("http", "https") or not same_host or parts.path in ("", "/"):
-        return fallback, "poller"
-    return normalise_url(declared), "page"
-
-
-def merge(page: PageMeta, entry: FeedEntry, *, feed_title: str | None, poller_canonical: str,
+def merge(page: PageMeta, entry: FeedEntry, *, feed_title: str | None, canonical: str, canonical_from: str,
           now: datetime) -> Merged:
-    host = urlsplit(poller_canonical).hostname or ""
+    host = urlsplit(canonical).hostname or ""
     site_name = clean_field(page.site_name, "site_name")
     names = site_names(site_name, feed_title, host)
     src: dict[str, str] = {}
@@ -195,7 +171,7 @@ def merge(page: PageMeta, entry: FeedEntry, *, feed_title: str | None, poller_ca
     tags = clean_list([*page_tags, *entry.tags], split_commas=True)
     src["tags"] = "+".join(s for s, v in (("page", page_tags), ("feed", entry.tags)) if v) or "none"
 
-    canonical, src["canonical_url"] = pick_canonical(page.url, poller_canonical)
+    src["canonical_url"] = canonical_from
     return Merged(
         title=title, published_at=published, author=author, description=description,
         site_name=site_name, image=image, categories=categories, tags=tags,

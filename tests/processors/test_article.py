@@ -19,11 +19,11 @@ URL = "https://news.example/world/2022/02/09/russia-ukraine"
 
 
 def raw_of(body: bytes, *, entry: FeedEntry | None = None, feed_title: str | None = "Fixture Times - World",
-           url: str = URL) -> RawArticle:
+           url: str = URL, charset: str | None = None) -> RawArticle:
     return RawArticle(
-        id=article_id(url), url=url, canonical_url=url, final_url=url, feed_url="https://news.example/feed.xml",
-        feed_title=feed_title, entry=entry or FeedEntry(), fetched_at=NOW, first_seen_at=NOW,
-        body_b64=RawArticle.encode_body(body),
+        id=article_id(url), url=url, canonical_url=url, canonical_from="fetched", final_url=url,
+        feed_url="https://news.example/feed.xml", feed_title=feed_title, entry=entry or FeedEntry(), fetched_at=NOW,
+        first_seen_at=NOW, charset=charset, body_b64=RawArticle.encode_body(body),
     )
 
 
@@ -40,7 +40,7 @@ def test_page_and_feed_metadata_are_merged_with_provenance():
     assert article.provenance.extractor == "trafilatura"
     assert article.provenance.fields.items() >= {
         "title": "page", "published_at": "feed", "author": "feed", "site_name": "page", "text": "trafilatura",
-        "language": "page:html-lang", "canonical_url": "poller",
+        "language": "page:html-lang", "canonical_url": "fetched",
     }.items()
     assert article.provenance.steps == {"enrichment": "off (settings.enrich)"}
     assert "Jen Psaki, the White House press secretary" in article.text
@@ -114,3 +114,38 @@ def test_plain_text_file(tmp_path):
     assert a.provenance.fields["published_at"] == "text:date-line" and a.provenance.extractor == "plain-text"
     assert a.text.startswith("US officials have warned") and a.url == SEED.resolve().as_uri()
     assert json.loads(a.to_bytes())["id"] == article_id(a.url)
+
+
+# Short pages whose charset only the HTTP header names (the poller's RawArticle.charset): guessing from
+# the bytes alone gets these wrong; the charset the poller determined gets them right.
+HEADER_ONLY = [
+    ("iso-8859-2", "Żółć gęślą jaźń. Łódź, Kraków i Wrocław świętują. Pchnąć w tę łódź jeża lub ośm skrzyń fig."),
+    ("koi8-r", "Съешь же ещё этих мягких французских булок, да выпей чаю. Широкая электрификация южных губерний."),
+    ("windows-1251", "Їжак, ґанок, європеєць, щастя. Чуєш їх, доцю, га? Кумедна ж ти, прощайся без ґольфів!"),
+]
+
+
+@pytest.mark.parametrize(("charset", "sentence"), HEADER_ONLY)
+def test_the_charset_the_poller_determined_is_the_one_the_text_is_read_with(charset, sentence):
+    html = f"<html><head><title>t</title></head><body><article><p>{sentence}</p></article></body></html>"
+    body = html.encode(charset)
+    article = build_article(raw_of(body, charset=charset), limits=Limits(min_chars=10), now=NOW).article
+    assert sentence in article.text
+
+
+def test_without_the_poller_charset_a_short_central_european_page_comes_out_garbled():
+    """The failure the test above guards against: from the bytes alone, iso-8859-2 is taken for a
+    look-alike single-byte charset (which one is the detector's guess)."""
+    charset, sentence = HEADER_ONLY[0]
+    body = f"<html><head><title>t</title></head><body><article><p>{sentence}</p></article></body></html>"
+    guessed = build_article(raw_of(body.encode(charset)), limits=Limits(min_chars=10), now=NOW).article
+    assert sentence not in guessed.text
+
+
+def test_an_xhtml_page_that_declares_its_encoding_in_an_xml_declaration_is_read_right():
+    sentence = "Zażółć gęślą jaźń, powiedział burmistrz Łodzi w poniedziałek rano."
+    html = (f'<?xml version="1.0" encoding="iso-8859-2"?>\n<html xmlns="http://www.w3.org/1999/xhtml"><head>'
+            f"<title>t</title></head><body><article><p>{sentence}</p></article></body></html>")
+    article = build_article(raw_of(html.encode("iso-8859-2"), charset="iso-8859-2"), limits=Limits(min_chars=10),
+                            now=NOW).article
+    assert sentence in article.text

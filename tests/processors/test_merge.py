@@ -8,7 +8,7 @@ import pytest
 
 from newsflow.schema import FeedEntry
 from processors.extract import PageMeta
-from processors.merge import clean_author, merge, pick_canonical, pick_title, site_names, strip_site
+from processors.merge import clean_author, merge, pick_title, site_names, strip_site
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 PAST = datetime(2024, 4, 30, 8, 0, tzinfo=UTC)
@@ -54,14 +54,14 @@ def test_strip_site_keeps_titles_without_site_name():
 ])
 def test_published_at(feed_published, page_date, feed_updated, expected, source):
     entry = FeedEntry(published=feed_published, updated=feed_updated)
-    merged = merge(page(date=lambda: page_date), entry, feed_title=None, poller_canonical="https://a.example/x", now=NOW)
+    merged = merge(page(date=lambda: page_date), entry, feed_title=None, canonical="https://a.example/x", canonical_from="fetched", now=NOW)
     assert (merged.published_at, merged.sources["published_at"]) == (expected, source)
 
 
 def test_page_date_is_not_computed_when_the_feed_has_one():
     calls = []
     merge(page(date=lambda: calls.append(1)), FeedEntry(published=PAST), feed_title=None,
-          poller_canonical="https://a.example/x", now=NOW)
+          canonical="https://a.example/x", canonical_from="fetched", now=NOW)
     assert calls == []
 
 
@@ -76,14 +76,14 @@ def test_page_date_is_not_computed_when_the_feed_has_one():
 ])
 def test_author(page_author, feed_author, byline, expected, source):
     merged = merge(page(author=page_author, byline=lambda: byline, site_name="Harbour Gazette"),
-                   FeedEntry(author=feed_author), feed_title=None, poller_canonical="https://a.example/x", now=NOW)
+                   FeedEntry(author=feed_author), feed_title=None, canonical="https://a.example/x", canonical_from="fetched", now=NOW)
     assert (merged.author, merged.sources["author"]) == (expected, source)
 
 
 def test_byline_heuristics_run_only_when_needed():
     calls = []
     merge(page(author="Jane Doe", byline=lambda: calls.append(1)), FeedEntry(), feed_title=None,
-          poller_canonical="https://a.example/x", now=NOW)
+          canonical="https://a.example/x", canonical_from="fetched", now=NOW)
     assert calls == []
 
 
@@ -98,7 +98,7 @@ def test_clean_author_rejects_non_names():
 def test_description_site_name_image_and_lists():
     entry = FeedEntry(summary="<p>The <b>old</b> lighthouse</p>", tags=["Harbour", "Votes"], image="https://a.example/f.jpg")
     m = merge(page(tags=["harbour, lighthouse"], categories=["Local"]), entry, feed_title="Harbour Gazette",
-              poller_canonical="https://a.example/x", now=NOW)
+              canonical="https://a.example/x", canonical_from="fetched", now=NOW)
     assert m.description == "The old lighthouse" and m.sources["description"] == "feed"
     assert m.site_name == "Harbour Gazette" and m.sources["site_name"] == "feed"
     assert m.image == "https://a.example/f.jpg" and m.sources["image"] == "feed"
@@ -106,17 +106,5 @@ def test_description_site_name_image_and_lists():
     assert m.categories == ["Local"]
 
     m = merge(page(description="Page says", site_name="Gazette", image="https://a.example/p.jpg"), entry,
-              feed_title="Feed", poller_canonical="https://a.example/x", now=NOW)
+              feed_title="Feed", canonical="https://a.example/x", canonical_from="fetched", now=NOW)
     assert (m.description, m.site_name, m.image) == ("Page says", "Gazette", "https://a.example/p.jpg")
-
-
-@pytest.mark.parametrize(("declared", "expected", "source"), [
-    (None, "https://www.a.example/news/1", "poller"),
-    ("https://a.example/news/1-lighthouse?utm_source=x", "https://a.example/news/1-lighthouse", "page"),
-    ("https://m.a.example/news/1", "https://m.a.example/news/1", "page"),      # same site, mobile host
-    ("https://other.example/news/1", "https://www.a.example/news/1", "poller"),  # another host
-    ("https://www.a.example/", "https://www.a.example/news/1", "poller"),      # the home page: a CMS bug
-    ("javascript:alert(1)", "https://www.a.example/news/1", "poller"),
-])
-def test_canonical_url(declared, expected, source):
-    assert pick_canonical(declared, "https://www.a.example/news/1") == (expected, source)
