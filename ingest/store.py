@@ -3,7 +3,9 @@
 Both are keyed by feed id and read as tables: the latest value per key wins, ``None`` (a tombstone)
 deletes. A feed's state record goes to the *same partition number* as its definition record (the
 poller sends it there explicitly), so the instance that owns partition ``p`` of the feeds topic finds
-the state of all its feeds in partition ``p`` of the state topic, whatever the partitioner.
+the state of all its feeds in partition ``p`` of the state topic. A new definition goes to its site's
+partition (``home_partition``: all feeds of one registrable domain together), so one poller instance
+sees every article of a site and fetches each once, whichever of the site's feeds list it.
 
 Poison. A record whose latest value is not a definition (or not a state) is dead-lettered to
 ``articles.dlq`` with its reason by the poller that owns its partition, then deleted from the table
@@ -14,15 +16,17 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from tld import get_fld
 
 from ingest.state import FeedDefinition, FeedState, utcnow
-from ingest.urls import check_http_url, feed_id
+from ingest.urls import bare_host, check_http_url, feed_id, host_of
 from newsflow.kafka_io import make_consumer
 from newsflow.runner import DeadLetter
 from newsflow.settings import Settings
@@ -151,8 +155,23 @@ def definition_for(url: str, *, title: str | None = None, category: str | None =
     return FeedDefinition(id=feed_id(url), url=url, added_url=url, title=title, category=category, added_at=utcnow())
 
 
+def site_of(url: str) -> str:
+    """The site a feed belongs to: its registrable domain (``feeds.bbci.co.uk`` -> ``bbci.co.uk``), else
+    its host without ``www.``/``m.`` (IP addresses, ``localhost``, unknown suffixes)."""
+    return get_fld(url, fail_silently=True) or bare_host(host_of(url))
+
+
+def home_partition(url: str, partitions: int) -> int:
+    """The partition of a new feed's definition (and so of its state): one per site, so the poller that
+    owns a site's feeds owns all of them and fetches each of the site's articles once."""
+    return zlib.crc32(site_of(url).encode("utf-8")) % partitions
+
+
 def put_definition(producer: KafkaProducer, settings: Settings, definition: FeedDefinition,
                    partition: int | None = None):
+    """Write a definition: to ``partition`` (where the feed already lives), else to its site's partition."""
+    if partition is None:
+        partition = home_partition(definition.added_url, len(producer.partitions_for(settings.topic_feeds)))
     return producer.send(settings.topic_feeds, key=definition.id.encode(), value=definition.to_bytes(),
                          partition=partition)
 

@@ -9,8 +9,9 @@ from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
 
 from ingest import state as S
+from ingest.netguard import StubResolver
 from ingest.poller import Poller
-from ingest.store import load_catalog, put_definition, definition_for
+from ingest.store import definition_for, home_partition, load_catalog, put_definition
 from newsflow.kafka_io import make_producer
 from newsflow.runner import H_ERROR, H_ERROR_CLASS, H_STAGE, H_TOPIC
 from tests.ingest.kafka_helpers import Background, raw_articles, records, state_of, wait_for
@@ -152,10 +153,16 @@ def test_a_feed_added_while_the_poller_runs_is_polled(site, make_settings):
         bg.stop()
 
 
+# Feeds of one site share a partition (ingest.store.home_partition): these feeds are on n sites, so that
+# the group can split them. The stub resolver sends every site to the fixture server.
+SITES = StubResolver({f"site{i}.test": "127.0.0.1" for i in range(16)})
+
+
 def serve_feeds(site, n: int) -> list[str]:
+    port = site.server.server_address[1]
     for i in range(n):
         site.add(f"/f{i}.xml", rss(f"F{i}", pages(site, f"p{i}")), content_type="application/rss+xml")
-    return [site.url(f"/f{i}.xml") for i in range(n)]
+    return [f"http://site{i}.test:{port}/f{i}.xml" for i in range(n)]
 
 
 def test_two_instances_never_fetch_the_same_feed_in_one_cycle(site, tmp_path, make_settings):
@@ -166,12 +173,12 @@ def test_two_instances_never_fetch_the_same_feed_in_one_cycle(site, tmp_path, ma
                              host_concurrency=4, poll_batch_s=0.3)
     now = [datetime.now(UTC)]
     feed_hits = lambda: [site.hits(f"/f{i}.xml") for i in range(n)]  # noqa: E731
-    a = Background(Poller(settings, clock=lambda: now[0])).start()
+    a = Background(Poller(settings, clock=lambda: now[0], resolver=SITES)).start()
     b = None
     try:
         wait_for(lambda: a.poller.stats.polls >= n, what="cycle 1 by A alone")
         b = Background(Poller(settings.model_copy(update={"instance_id": settings.instance_id + "-b"}),
-                              clock=lambda: now[0])).start()
+                              clock=lambda: now[0], resolver=SITES)).start()
         wait_for(lambda: len(a.poller.ready) == 1 and len(b.poller.ready) == 1, what="one partition each")
         assert sum(len(p.slots) for p in (a.poller, b.poller)) == n  # A re-read its partition whole
         assert b.poller.stats.polls == 0 and feed_hits() == [1] * n
@@ -195,7 +202,8 @@ def test_two_instances_started_together_poll_each_feed_once(site, tmp_path, make
     n = 12
     settings = make_settings(feeds_file=feeds_file(tmp_path, *serve_feeds(site, n)), host_rate_per_s=200.0,
                              poll_batch_s=0.3)
-    runs = [Background(Poller(settings.model_copy(update={"instance_id": f"{settings.instance_id}-{k}"})),
+    runs = [Background(Poller(settings.model_copy(update={"instance_id": f"{settings.instance_id}-{k}"}),
+                              resolver=SITES),
                        once=True) for k in range(2)]
     for r in runs:
         r.start()
@@ -289,3 +297,21 @@ def test_foreign_state_the_owner_has_overwritten_is_left_alone(site, tmp_path, m
         poller.close()
     assert records(settings, settings.topic_dlq) == []
     assert state_of(settings, url).seen, "the owner's state is still the feed's latest record"
+
+
+def test_the_feeds_of_one_site_share_a_partition_so_one_poller_sees_all_its_articles(tmp_path, make_settings):
+    # (only written and read back: nothing is fetched, so the names need not resolve)
+    urls = [f"https://{h}/{i}.xml" for i, h in enumerate(
+        ["www.site0.co.uk", "feeds.site0.co.uk", "site0.co.uk", "m.site0.co.uk"] + [f"site{i}.org" for i in range(1, 9)])]
+    settings = make_settings(feeds_file=feeds_file(tmp_path, *urls), topic_partitions=4)
+    poller = Poller(settings)
+    poller.start()
+    try:
+        assert poller.seed() == 0  # start() seeded already: the topic is no longer empty
+    finally:
+        poller.close()
+    defs = load_catalog(settings)[0]
+    partition = {d.url: p for p, d in defs.values()}
+    assert len({partition[u] for u in urls[:4]}) == 1  # one site: one partition
+    assert len(set(partition.values())) > 1  # the sites are spread
+    assert all(partition[u] == home_partition(u, 4) for u in urls)
