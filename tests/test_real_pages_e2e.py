@@ -348,10 +348,17 @@ def test_no_page_is_fetched_twice(real: RealRun):
     listed = Counter(li.page.id for ls in real.feeds.values() for li in ls)
     per_path = {k: n for k, n in real.web.requests.items() if n > 1 and k[1] != "/robots.txt"
                 and k[0] != realsite.FEED_HOST}
+    targets: dict[str, list[str]] = {}
+    for f in real.web.fetches:
+        if f.page in twice:
+            targets.setdefault(f.page, []).append(f.host + f.target)
+    same_link = sum(1 for t in targets.values() if len(set(t)) < len(t))
     assert not twice and not per_path, (
         f"{len(twice)} pages fetched more than once (max {max(twice.values(), default=0)}, "
         f"{sum(twice.values())} fetches; {sum(1 for p in twice if listed[p] > 1)} of them listed by several "
-        f"feeds); e.g. {sorted(twice.items())[:5]}; same (host, path) requested again: {list(per_path.items())[:5]}")
+        f"feeds; {same_link} with the very same request twice); e.g. "
+        f"{[(p, targets[p]) for p in sorted(twice)[:4]]}; "
+        f"same (host, path) requested again: {list(per_path.items())[:3]}")
 
 
 # --- (d) robots.txt -----------------------------------------------------------------------------------------
