@@ -98,7 +98,8 @@ class FeedJobs:
         # identity prefixes (16 hex: article ids and entry-link ids) of pages this poller has fetched ->
         # first seen (epoch seconds); the poller fills it from its feeds' state and after each batch
         self.known_articles = known_articles if known_articles is not None else {}
-        self.in_flight: dict[str, asyncio.Future] = {}  # link id -> outcome of the job fetching it now
+        # link id (and article id) -> outcome of the page fetch of this batch that has it, done or not
+        self.batch_pages: dict[str, asyncio.Future] = {}
         self.robots = RobotsCache(self._fetch_robots, settings.user_agent,
                                   on_crawl_delay=fetcher.limiter.set_crawl_delay)
 
@@ -195,7 +196,8 @@ class FeedJobs:
         A page is fetched once per article: an entry new to this feed whose link (in its identity form) is
         known, or is being fetched right now by another feed's job, is a duplicate; so is a fetched page
         whose declared canonical URL names an article already known. A changed entry of this feed (a new
-        version) is always fetched again.
+        version) is always fetched again. "Known" is what earlier batches fetched (``known_articles``) and
+        what this batch is fetching or has fetched (``batch_pages``, until ``end_batch``).
         """
         if deadline is not None and deadline.passed():
             return None
@@ -205,18 +207,23 @@ class FeedJobs:
             return await self._fetch_page(ref, state, definition, deadline, link_id, dedup=False)
         if link_id[:16] in self.known_articles:
             return self._duplicate(ref, link_id, link_id, "fetched before")
-        other = self.in_flight.get(link_id)
+        other = self.batch_pages.get(link_id)
         if other is not None:
             return self._follow(ref, link_id, await asyncio.shield(other))
         claim = asyncio.get_running_loop().create_future()
-        self.in_flight[link_id] = claim
+        self.batch_pages[link_id] = claim
         result = None
         try:
             result = await self._fetch_page(ref, state, definition, deadline, link_id, dedup=True)
+            if result is not None and result[0].article_id and result[0].article_id != link_id:
+                self.batch_pages.setdefault(result[0].article_id, claim)
             return result
         finally:
-            del self.in_flight[link_id]
             claim.set_result(result)
+
+    def end_batch(self) -> None:
+        """Forget the batch's page fetches: the poller calls it once it has made them known (or not)."""
+        self.batch_pages.clear()
 
     def _duplicate(self, ref: EntryRef, link_id: str, aid: str, message: str) -> tuple[PageOutcome, None]:
         metrics.PAGES.labels("duplicate", "same_article").inc()
@@ -285,8 +292,14 @@ class FeedJobs:
         charset, _source = detect_charset(resp.body, resp.headers.get("content-type"))
         canonical, canonical_from = page_identity(resp.body, charset, resp.final_url)
         aid = article_id(canonical)
-        if dedup and aid != link_id and aid[:16] in self.known_articles:
-            return self._duplicate(ref, link_id, aid, f"declares the canonical URL of a known article: {canonical}")
+        if dedup and aid != link_id:
+            if aid[:16] in self.known_articles:
+                return self._duplicate(ref, link_id, aid, f"declares the canonical URL of a known article: {canonical}")
+            same = self.batch_pages.get(aid)
+            if same is not None:  # another link of this batch named the same article
+                followed = self._follow(ref, link_id, await asyncio.shield(same))
+                if followed is not None and followed[0].result == "duplicate":
+                    return followed
         raw = RawArticle(
             id=aid, url=url, canonical_url=canonical, canonical_from=canonical_from, final_url=resp.final_url,
             feed_url=state.url, feed_title=state.title or definition.title,

@@ -401,7 +401,10 @@ class Poller:
         finally:
             self._deadline = None
         fetched = time.monotonic()
-        self.deliver(batch, results)
+        try:
+            self.deliver(batch, results)
+        finally:
+            self.jobs.end_batch()
         self.stats.batches += 1
         done = time.monotonic()
         metrics.CYCLE_SECONDS.observe(done - started)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -120,6 +121,26 @@ def test_one_article_listed_by_several_feeds_under_link_variants_is_fetched_once
     p.add_feed("/e.xml", [p.url("/story/3#comments")])  # a later feed: known, not fetched
     results = p.batch()
     assert site.hits("/story/3") + site.hits("/story/3/") == 1 and not records(results)
+
+
+def test_a_page_fetched_earlier_in_the_batch_is_not_fetched_again_by_a_slower_feed(site):
+    p = Poller(site)
+    site.add("/story/7", page("Seven", canonical=p.url("/story/7")))
+    p.add_feed("/fast.xml", [p.url("/story/7")])
+    p.add_feed("/slow.xml", [p.url("/story/7?utm_source=rss")])
+    slow_feed = site.routes["/slow.xml"]
+
+    def slowly(handler):  # the slow feed's page job starts after the fast feed's page is done
+        time.sleep(0.5)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/rss+xml")
+        handler.send_header("Content-Length", str(len(slow_feed.body)))
+        handler.end_headers()
+        handler.wfile.write(slow_feed.body)
+
+    slow_feed.handler = slowly
+    results = p.batch()
+    assert site.hits("/story/7") == 1 and outcomes(results) == ["delivered", "duplicate"]
 
 
 def test_a_link_that_only_the_page_reveals_as_a_known_article_is_not_produced_again(site):
