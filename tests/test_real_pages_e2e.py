@@ -9,7 +9,7 @@ permits). The real poller -> processor -> indexer run once for the module on the
 Elasticsearch (own topics and index), enrichment on, ``respect_robots`` on; every test asserts on that
 one run. The counts are printed and written to ``.local/reports/real_pages.json``.
 
-Target identity model: article id = sha256 of an identity form of the page's canonical URL (its
+Identity model (README, "Article identity"): article id = sha256 of an identity form of the page's canonical URL (its
 ``<link rel=canonical>``/``og:url`` when on the same site, else the final URL after redirects,
 normalised); all link variants of an article give one id and one document, and the poller fetches a
 page once per article across all feeds.
