@@ -228,7 +228,9 @@ def test_poison_in_the_feed_tables_is_dead_lettered_once_and_the_feed_still_poll
     fid = definition_for(site.url("/feed.xml")).id.encode()
     producer = make_producer(settings)
     producer.send(settings.topic_feeds, key=b"garbage", value=b"{not json")
-    producer.send(settings.topic_feed_state, key=fid, value=b"[]")
+    # the feed's state partition is its definition's: its site's (ingest.store.home_partition)
+    producer.send(settings.topic_feed_state, key=fid, value=b"[]",
+                  partition=home_partition(site.url("/feed.xml"), settings.topic_partitions))
     put_definition(producer, settings, definition_for(site.url("/feed.xml")))
     producer.flush()
     producer.close()
