@@ -5,18 +5,24 @@ read with ``read_committed`` isolation, the way the stages consume. A group that
 on a partition has the whole retained partition ahead of it (the stages start from the earliest).
 
 Topics written in transactions (``articles.enriched``) end with a commit marker that takes an
-offset, so a group that has consumed everything still shows a lag of 1 on such a partition.
+offset, so by offsets alone a group that has consumed everything still lags 1 behind on such a
+partition. ``count_records`` reads a small lag (at most ``COUNT_LIMIT`` offsets) and counts the
+records really ahead of the group; ``newsflow status`` shows that count, the ``newsflow_consumer_lag``
+gauge stays the offset difference (cheap, and a marker never crosses an alert's threshold).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import OffsetSpec
 from kafka.protocol.consumer.offsets import IsolationLevel
+
+
+COUNT_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -27,11 +33,15 @@ class PartitionLag:
     committed: int | None
     start: int
     end: int
+    records: int | None = None  # records ahead of the group, when counted (``count_records``)
+
+    @property
+    def done(self) -> int:
+        return self.start if self.committed is None else max(self.committed, self.start)
 
     @property
     def lag(self) -> int:
-        done = self.start if self.committed is None else max(self.committed, self.start)
-        return max(0, self.end - done)
+        return self.records if self.records is not None else max(0, self.end - self.done)
 
     def as_dict(self) -> dict:
         return asdict(self) | {"lag": self.lag}
@@ -72,6 +82,40 @@ def group_lag(admin: KafkaAdminClient, group: str, topics: Iterable[str]) -> lis
     return rows
 
 
+def count_records(consumer: KafkaConsumer, rows: list[PartitionLag], *, limit: int = COUNT_LIMIT,
+                  timeout_s: float = 10.0) -> list[PartitionLag]:
+    """``rows`` with the records ahead of the group counted where the offset lag is at most ``limit``
+    (commit markers take offsets but are no records). ``consumer`` is group-less and ``read_committed``."""
+    todo = {TopicPartition(r.topic, r.partition): r for r in rows if 0 < r.lag <= limit}
+    if not todo:
+        return rows
+    counts = _count(consumer, {tp: r.done for tp, r in todo.items()}, {tp: r.end for tp, r in todo.items()},
+                    timeout_s)
+    if counts is None:
+        return rows
+    return [replace(r, records=counts[tp]) if (tp := TopicPartition(r.topic, r.partition)) in todo else r
+            for r in rows]
+
+
+def _count(consumer: KafkaConsumer, start: dict[TopicPartition, int], end: dict[TopicPartition, int],
+           timeout_s: float) -> dict[TopicPartition, int] | None:
+    """Records of each partition in [start, end), read with ``consumer``; None if it took too long."""
+    todo = [tp for tp in end if end[tp] > start.get(tp, 0)]
+    counts = {tp: 0 for tp in end}
+    if not todo:
+        return counts
+    consumer.assign(todo)
+    for tp in todo:
+        consumer.seek(tp, start.get(tp, 0))
+    deadline = time.monotonic() + timeout_s
+    while any(consumer.position(tp) < end[tp] for tp in todo):
+        if time.monotonic() > deadline:
+            return None
+        for tp, recs in consumer.poll(timeout_ms=200).items():
+            counts[tp] += sum(1 for r in recs if r.offset < end[tp])
+    return counts
+
+
 def offset_span(admin: KafkaAdminClient, topic: str) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
     tps = partitions(admin, [topic])
     return offsets(admin, tps, OffsetSpec.EARLIEST), offsets(admin, tps, OffsetSpec.LATEST)
@@ -87,19 +131,7 @@ def topic_records(admin: KafkaAdminClient, consumer: KafkaConsumer, topic: str, 
     """
     start, end = offset_span(admin, topic)
     span = sum(max(0, end[tp] - start.get(tp, 0)) for tp in end)
-    todo = [tp for tp in end if end[tp] > start.get(tp, 0)]
     if span > limit:
         return span, False
-    if not todo:
-        return 0, True
-    consumer.assign(todo)
-    for tp in todo:
-        consumer.seek(tp, start[tp])
-    count = 0
-    deadline = time.monotonic() + timeout_s
-    while any(consumer.position(tp) < end[tp] for tp in todo):
-        if time.monotonic() > deadline:
-            return span, False
-        for recs in consumer.poll(timeout_ms=200).values():
-            count += sum(1 for r in recs if r.offset < end[TopicPartition(r.topic, r.partition)])
-    return count, True
+    counts = _count(consumer, start, end, timeout_s)
+    return (span, False) if counts is None else (sum(counts.values()), True)

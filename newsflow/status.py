@@ -34,7 +34,7 @@ from rich.text import Text
 
 from newsflow.elastic import make_es
 from newsflow.kafka_io import make_admin, make_consumer
-from newsflow.lag import group_lag, partitions, topic_records
+from newsflow.lag import count_records, group_lag, partitions, topic_records
 from newsflow.logs import Redactor, secret_values
 from newsflow.ops import run_dir
 from newsflow.settings import Settings
@@ -168,13 +168,14 @@ def kafka_info(settings: Settings) -> dict[str, Any]:
         return {"ok": False, "error": _err(exc)}
     try:
         lag = []
-        for spec in topology_stages(settings):
-            # The poller reads the feeds topic as a table (ingest/store.py): its group only spreads
-            # the feeds over instances and never commits, so consumer lag means nothing there.
-            if spec.source and spec.name != "poller":
-                lag += [r.as_dict() | {"stage": spec.name} for r in group_lag(admin, spec.group, [spec.source])]
         consumer = make_consumer(settings, None)
         try:
+            for spec in topology_stages(settings):
+                # The poller reads the feeds topic as a table (ingest/store.py): its group only spreads
+                # the feeds over instances and never commits, so consumer lag means nothing there.
+                if spec.source and spec.name != "poller":
+                    rows = count_records(consumer, group_lag(admin, spec.group, [spec.source]))
+                    lag += [r.as_dict() | {"stage": spec.name} for r in rows]
             dlq, exact = topic_records(admin, consumer, settings.topic_dlq)
         finally:
             consumer.close(autocommit=False)

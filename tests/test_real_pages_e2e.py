@@ -45,6 +45,7 @@ from newsflow.elastic import make_es
 from newsflow.kafka_io import make_consumer
 from newsflow.runner import H_ERROR, H_ERROR_CLASS, H_STAGE, header
 from newsflow.settings import REPO_ROOT, Settings
+from newsflow.status import collect as collect_status
 from processors.indexer import make_runner as make_indexer
 from processors.processor import make_runner as make_processor
 from tests.conftest import CORPUS
@@ -81,6 +82,7 @@ class RealRun:
     docs: list[dict[str, Any]]
     dead: list[Dead]
     feed_rows: list[dict[str, Any]]
+    status: dict[str, Any]  # `newsflow status --json` after the run
     seconds: dict[str, float]
     poller_rounds: int
     violations: list[str]
@@ -262,10 +264,12 @@ def real(stack: Settings, tmp_path_factory, request) -> Iterator[RealRun]:
         dead = read_dlq(settings)
         defs, states = load_catalog(settings)
         rows = status_rows(defs, states)
+        status = collect_status(settings)
         seconds["collect"] = time.monotonic() - t
     finally:
         guard.uninstall()
-    run = RealRun(settings, web, web.pages, feeds, docs, dead, rows, seconds, rounds, list(guard.violations))
+    run = RealRun(settings, web, web.pages, feeds, docs, dead, rows, status, seconds, rounds,
+                  list(guard.violations))
     served, canonical = page_index(web)
     for d in docs:
         pid = match([d.get("final_url"), d.get("url"), d.get("canonical_url")], served, canonical)
@@ -460,3 +464,16 @@ def test_feeds_status_shows_every_feed_healthy(real: RealRun):
     assert not unhealthy and not bad_page_errors and not pending, (
         f"unhealthy feeds {unhealthy}; page errors of pages that did not really fail {bad_page_errors}; "
         f"pages still pending {pending}")
+
+
+def test_newsflow_status_tells_the_truth_about_the_run(real: RealRun):
+    """``newsflow status``: nothing left to consume, the DLQ holds exactly the run's dead letters, the index
+    holds exactly its documents, and the feed tables show every feed active."""
+    kafka, es, feeds = real.status["kafka"], real.status["elasticsearch"], real.status["feeds"]
+    assert kafka["ok"] and es["ok"], real.status
+    lag = {(r["stage"], r["topic"], r["partition"]): r["lag"] for r in kafka["lag"]}
+    assert {stage for stage, _t, _p in lag} == {"processor", "indexer"} and not any(lag.values()), lag
+    assert kafka["dlq"]["records"] == len(real.dead)
+    assert es["docs"] == len(real.docs)
+    assert feeds["source"] == "feed-state topic" and not feeds["worst"], feeds
+    assert feeds["summary"]["active"] == len(real.feeds), feeds["summary"]
