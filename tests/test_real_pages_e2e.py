@@ -477,3 +477,20 @@ def test_newsflow_status_tells_the_truth_about_the_run(real: RealRun):
     assert es["docs"] == len(real.docs)
     assert feeds["source"] == "feed-state topic" and not feeds["worst"], feeds
     assert feeds["summary"]["active"] == len(real.feeds), feeds["summary"]
+
+
+def test_pages_in_legacy_charsets_named_only_in_the_http_header_read_right(real: RealRun):
+    """The legacy-charset pages (windows-1250, iso-8859-1/2, gb2312, ...) are served with their charset
+    only in the Content-Type header: their indexed text has no replacement characters, and finds every
+    ``with`` string that trafilatura finds in the original page, with its own ``<meta>``."""
+    legacy = [p for p in real.pages.values() if p.expect and p.declared_charset not in (None, "utf-8", "utf8")]
+    assert len(legacy) >= 10
+    misread = []
+    for p in legacy:
+        (doc,) = real.page_docs[p.id]
+        text = _ws(doc["text"])
+        reference = _ws(trafilatura.extract(p.body) or "")
+        missed = [w for w in p.expect["with"] if _ws(w) in reference and _ws(w) not in text]
+        if "\ufffd" in doc["text"] or missed:
+            misread.append((p.id, p.declared_charset, missed[:2]))
+    assert not misread, misread

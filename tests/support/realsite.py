@@ -324,12 +324,21 @@ class PublisherWeb:
         key = (page.id, gzipped)
         cached = self._bodies.get(key)
         if cached is None:
-            plain = self._bodies.get((page.id, False)) or self.rewrite(page.body)
+            plain = self._bodies.get((page.id, False)) or self.rewrite(self.header_only_charset(page))
             cached = gzip.compress(plain, compresslevel=6, mtime=0) if gzipped else plain
             with self._lock:
                 self._bodies[(page.id, False)] = plain
                 self._bodies[key] = cached
         return cached
+
+    @staticmethod
+    def header_only_charset(page: CorpusPage) -> bytes:
+        """A page in a legacy charset is served with its charset named only in the HTTP header (its
+        ``<meta>`` declaration renamed away), as many servers do: only the poller's charset, sent along
+        in ``RawArticle.charset``, can then read it right."""
+        if page.declared_charset in (None, "utf-8", "utf8"):
+            return page.body
+        return _META_CHARSET.sub(lambda m: m.group(0).replace(m.group(1), b"x-undeclared"), page.body, count=1)
 
     def lookup(self, host: str, target: str) -> str | None:
         parts = urlsplit(target)
