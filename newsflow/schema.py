@@ -119,6 +119,9 @@ class Article(_Model):
     categories: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     image: str | None = None
+    # From the page's own declarations or a truncated text (processors/access.py); the source is in
+    # provenance.fields["access"]. A publisher's declaration is its intent, not proof.
+    access: Literal["free", "paywalled", "unknown"] = "unknown"
     persons: list[str] = Field(default_factory=list)
     organizations: list[str] = Field(default_factory=list)
     places: list[str] = Field(default_factory=list)
