@@ -181,11 +181,34 @@ def apply_template(es: Elasticsearch, settings: Settings) -> None:
     """Create or update the index template (and the ILM policy when ``es_ilm_policy`` is set,
     which needs a full Elasticsearch; the local distribution has no ILM). Idempotent.
 
-    A template change applies to indices created afterwards; ``newsflow reindex`` rebuilds the
-    existing ones."""
+    A template change applies to indices created afterwards. A new top-level field is also added to
+    the existing indices (``add_new_fields``): their mapping is strict, so without it a re-processed
+    article carrying the field would be refused there. Any other change needs ``newsflow reindex``."""
     if settings.es_ilm_policy:
         es.ilm.put_lifecycle(name=settings.es_ilm_policy, policy=load_ilm_policy())
-    es.indices.put_index_template(name=settings.es_index, **load_template(settings))
+    template = load_template(settings)
+    es.indices.put_index_template(name=settings.es_index, **template)
+    add_new_fields(es, settings.es_index, template["template"]["mappings"]["properties"])
+
+
+def new_fields(wanted: dict[str, Any], have: dict[str, Any]) -> dict[str, Any]:
+    """The top-level fields of ``wanted`` that ``have`` lacks (pure)."""
+    return {name: spec for name, spec in wanted.items() if name not in have}
+
+
+def add_new_fields(es: Elasticsearch, alias: str, properties: dict[str, Any]) -> dict[str, list[str]]:
+    """Put the template's new top-level fields into every existing ``<alias>-*`` index (every
+    generation). Adding a field is the one mapping change Elasticsearch allows in place; fields that
+    exist are left as they are. Returns the fields added per index."""
+    mappings = es.indices.get_mapping(index=f"{alias}-*", allow_no_indices=True, ignore_unavailable=True).body
+    added: dict[str, list[str]] = {}
+    for index, body in sorted(mappings.items()):
+        missing = new_fields(properties, body.get("mappings", {}).get("properties", {}))
+        if missing:
+            es.indices.put_mapping(index=index, properties=missing)
+            added[index] = sorted(missing)
+            log.info("index %s: added new template fields %s", index, sorted(missing))
+    return added
 
 
 def _error_type(exc: Exception) -> str:

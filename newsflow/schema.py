@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ingest.urls import identity_key
 
+Access = Literal["free", "paywalled", "unknown"]  # Article.access (processors/access.py)
+ACCESS_VALUES: tuple[str, ...] = get_args(Access)
 RAW_SCHEMA_VERSION = 1
 ARTICLE_SCHEMA_VERSION = 1
 
@@ -121,7 +123,7 @@ class Article(_Model):
     image: str | None = None
     # From the page's own declarations or a truncated text (processors/access.py); the source is in
     # provenance.fields["access"]. A publisher's declaration is its intent, not proof.
-    access: Literal["free", "paywalled", "unknown"] = "unknown"
+    access: Access = "unknown"
     persons: list[str] = Field(default_factory=list)
     organizations: list[str] = Field(default_factory=list)
     places: list[str] = Field(default_factory=list)

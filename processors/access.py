@@ -42,12 +42,13 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from lxml.etree import XPath
 from lxml.html import HtmlElement
 
-Access = Literal["free", "paywalled", "unknown"]
+from newsflow.schema import Access
+
 TRUNCATED_WORDS = 250
 
 _TIER_NAME = re.compile(r"^(?:og:)?article[:_]content[-_]tier$", re.IGNORECASE)
