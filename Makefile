@@ -64,7 +64,7 @@ status: install ## stack status, then `newsflow status` (stages, lag, feeds, ES,
 logs: ## the local stack's logs (the stages log to the terminal of `make run`)
 	bash $(STACK) logs
 
-topics: install ## create the Kafka topics (idempotent; part of `make up`)
+topics: install ## create the Kafka topics, set declared configs (raw retention) on existing ones (idempotent; part of `make up`)
 	$(BIN)/newsflow topology
 
 templates: install ## apply the Elasticsearch index template (idempotent; part of `make up`)

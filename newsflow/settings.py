@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest record Newsflow produces; bigger pages go to the dead-letter topic.",
     )
+    raw_retention_days: float = Field(
+        30.0,
+        description="How long articles.raw keeps fetched pages, for `newsflow reprocess` (-1 = forever). Applied "
+        "by `make topics` / `newsflow run` to new and existing topics.",
+    )
 
     # --- Elasticsearch -------------------------------------------------------------------
     es_url: str = Field("http://127.0.0.1:9200", description="Elasticsearch URL.")
@@ -159,6 +164,13 @@ class Settings(BaseSettings):
         "auto", description="json, console, or auto (console on a TTY, json otherwise)."
     )
     state_dir: Path = Field(REPO_ROOT / ".local", description="Local state (stack, pids, logs).")
+
+    @field_validator("raw_retention_days")
+    @classmethod
+    def _retention(cls, v: float) -> float:
+        if v != -1 and v <= 0:
+            raise ValueError("must be a number of days > 0, or -1 to keep pages forever")
+        return v
 
     @field_validator("es_url")
     @classmethod

@@ -138,15 +138,19 @@ def seed_story_window(settings: Settings, stories: StoryIndex, *, timeout_s: flo
         consumer.close(autocommit=False)
 
 
+def max_poll_interval_ms(settings: Settings) -> int:
+    """A poll interval that covers two batches of timeouts (a retry queues behind the batch submitted ahead)."""
+    worst_batch_ms = 2 * settings.batch_size * settings.extract_timeout_s * 1000 / settings.extract_workers
+    return int(max(600_000, worst_batch_ms + 60_000))
+
+
 def make_consumer_for(settings: Settings, group: str):
     """Static membership (a restarted processor takes its partitions back at once instead of
-    waiting out the dead member's session) and a poll interval that covers two batches of timeouts
-    (a retry queues behind the batch submitted ahead)."""
-    worst_batch_ms = 2 * settings.batch_size * settings.extract_timeout_s * 1000 / settings.extract_workers
+    waiting out the dead member's session) and ``max_poll_interval_ms``."""
     return make_consumer(
         settings, group,
         group_instance_id=f"{group}-{settings.instance_id}",
-        max_poll_interval_ms=int(max(600_000, worst_batch_ms + 60_000)),
+        max_poll_interval_ms=max_poll_interval_ms(settings),
     )
 
 
