@@ -16,6 +16,8 @@ source                      rule
 ``jsonld``                  a JSON-LD node (``@graph`` arrays included) declares
                             ``isAccessibleForFree``: false -> paywalled, true -> free
 ``microdata``               ``itemprop="isAccessibleForFree"`` (``content`` or text), same values
+``swg``                     Google's Subscribe with Google / Reader Revenue Manager script
+                            (``basicSubscriptions.init({... isAccessibleForFree: ...})``), same values
 ``meta:content_tier``       ``<meta name|property="article:content_tier">`` (also spelled
                             ``og:article:content_tier``, ``article_content_tier``,
                             ``article:content-tier``): ``locked``/``metered`` -> paywalled,
@@ -55,6 +57,7 @@ _TIER_NAME = re.compile(r"^(?:og:)?article[:_]content[-_]tier$", re.IGNORECASE)
 _TIERS: dict[str, bool] = {"free": True, "locked": False, "metered": False}
 _FREE_KEY = "isaccessibleforfree"
 _LD_VALUE = re.compile(r'"isAccessibleForFree"\s*:\s*("[^"]{1,40}"|true|false)', re.IGNORECASE)
+_SWG_VALUE = re.compile(r'\bisAccessibleForFree\b"?\s*:\s*("[^"]{1,40}"|\'[^\']{1,40}\'|true|false)', re.IGNORECASE)
 _MARKER = re.compile(r"pay-?wall|paid-?barrier|reg-?wall|premium-content|subscribers?-only", re.IGNORECASE)
 _META = XPath("//meta[@name or @property]")
 _MICRODATA = XPath("//*[translate(@itemprop, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
@@ -97,10 +100,16 @@ def _walk_ld(node: Any, in_part: bool = False) -> Iterator[tuple[bool, bool]]:
                 yield from _walk_ld(value, in_part or k == "haspart")
 
 
-def jsonld_declarations(tree: HtmlElement) -> list[tuple[str, bool]]:
+def script_declarations(tree: HtmlElement) -> list[tuple[str, bool]]:
+    """JSON-LD declarations, and those of Google's Subscribe with Google script."""
     found: list[tuple[str, bool]] = []
     for script in tree.iter("script"):
-        if "ld+json" not in (script.get("type") or "").casefold() or not script.text:
+        if not script.text:
+            continue
+        if "ld+json" not in (script.get("type") or "").casefold():
+            if "basicSubscriptions" in script.text or "SWG" in script.text:
+                found += [("swg", free) for v in _SWG_VALUE.findall(script.text)
+                          if (free := as_bool(v.strip("'\""))) is not None]
             continue
         try:
             pairs = list(_walk_ld(json.loads(script.text)))
@@ -112,7 +121,7 @@ def jsonld_declarations(tree: HtmlElement) -> list[tuple[str, bool]]:
 
 def read_signals(tree: HtmlElement) -> Signals:
     """Declarations and paywall markers of the untouched tree. Call before extraction."""
-    declared = jsonld_declarations(tree)
+    declared = script_declarations(tree)
     for el in _MICRODATA(tree):
         if (free := as_bool(el.get("content") or el.text_content())) is not None:
             declared.append(("microdata", free))
@@ -120,7 +129,7 @@ def read_signals(tree: HtmlElement) -> Signals:
         name = el.get("property") or el.get("name") or ""
         if _TIER_NAME.match(name.strip()) and (tier := (el.get("content") or "").strip().casefold()) in _TIERS:
             declared.append(("meta:content_tier", _TIERS[tier]))
-    order = ["jsonld:hasPart", "jsonld", "microdata", "meta:content_tier"]
+    order = ["jsonld:hasPart", "jsonld", "microdata", "swg", "meta:content_tier"]
     declared.sort(key=lambda d: order.index(d[0]))
     markers: list[str] = []
     for el in _CLASSED(tree):

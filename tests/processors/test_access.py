@@ -57,6 +57,11 @@ CASES = [
      "paywalled", "meta:content_tier"),
     ("unknown tier ignored", '<meta property="article:content_tier" content="gold">', "", FULL, "unknown", "none"),
     ("microdata", "", '<meta itemprop="isAccessibleForFree" content="False">', FULL, "paywalled", "microdata"),
+    ("subscribe with google", '<script>(self.SWG_BASIC = self.SWG_BASIC || []).push(b => { b.init({type: '
+     '"NewsArticle", isAccessibleForFree: false, isPartOfType: ["Product"]}); });</script>', "", FULL,
+     "paywalled", "swg"),
+    ("a script that is not swg is not read", '<script>var config = {isAccessibleForFree: false};</script>', "",
+     FULL, "unknown", "none"),
     ("json-ld free, tier metered: not free wins",
      ld('{"isAccessibleForFree": true}') + '<meta property="article:content_tier" content="metered">', "", FULL,
      "paywalled", "meta:content_tier"),
