@@ -165,11 +165,15 @@ def reprocess(settings: Settings, selection: Selection = Selection(), *, limit: 
     pool = ExtractionPool(settings)
     pool.start()
     stage = Reprocessor(Processor(settings, pool, stories), selection, limit)
-    sink = CountingSink(settings, stage.name, settings.topic_enriched,
-                        transactional_id=f"{group}-{settings.instance_id}")
-    # Not static membership (the processor's): the group is deleted at the end, which a static
-    # member would block until its session timed out.
-    consumer = make_consumer(settings, group, max_poll_interval_ms=max_poll_interval_ms(settings))
+    try:
+        sink = CountingSink(settings, stage.name, settings.topic_enriched,
+                            transactional_id=f"{group}-{settings.instance_id}")
+        # Not static membership (the processor's): the group is deleted at the end, which a static
+        # member would block until its session timed out.
+        consumer = make_consumer(settings, group, max_poll_interval_ms=max_poll_interval_ms(settings))
+    except BaseException:
+        stage.close()  # the workers; the runner would have closed them
+        raise
     runner = StageRunner(settings, stage, source=settings.topic_raw, group=group, sink=sink, consumer=consumer,
                          max_records=stage.remaining)
     try:
