@@ -48,7 +48,7 @@ def retention_ms(days: float) -> str:
 def topics(s: Settings) -> list[TopicSpec]:
     big = str(s.max_message_bytes + 64 * 1024)
     return [
-        # Fetched pages, kept ``raw_retention_days`` after the processor read them, so that
+        # Fetched pages, kept ``raw_retention_days`` from when they were produced, so that
         # `newsflow reprocess` can run them through a newer processor without fetching them again.
         TopicSpec(s.topic_raw, s.topic_partitions, {
             "max.message.bytes": big, "compression.type": "gzip", "retention.ms": retention_ms(s.raw_retention_days),
