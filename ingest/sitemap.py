@@ -1,0 +1,174 @@
+"""Sitemaps as sources: ``<urlset>`` (with the Google News ``news:`` and ``image:`` extensions) and
+``<sitemapindex>``. Pure: bytes in, a ``Sitemap`` out; the poller's job walks an index (``ingest.jobs``).
+
+* **Safe XML.** lxml's ``iterparse`` with entities left unexpanded (``resolve_entities=False``), no DTD
+  loaded, no network, no huge-tree mode; each ``<url>``/``<sitemap>`` element is freed once read, so a
+  document costs its byte cap (``max_feed_bytes``) and little more. A truncated or broken document keeps
+  the entries read before the break (``recover``), and the error is reported with them, as for feeds.
+* **Recent entries only.** An entry's date is the later of ``news:publication_date`` and ``lastmod``.
+  Entries older than ``since`` are skipped, and so are entries with neither date: a sitemap may list a
+  site's whole archive, and without a date nothing tells a new article from one of 2009. A child sitemap
+  of an index is skipped when its ``lastmod`` is older than ``since``; one without ``lastmod`` is kept
+  (indexes rarely date their children), and children are listed newest first, undated last.
+* **What an entry carries**: the link (``loc``), ``news:title``, ``news:publication_date`` (else
+  ``lastmod``) as published, ``lastmod`` as updated, ``news:publication/news:language``,
+  ``news:keywords`` (comma separated) as tags, the first ``image:image/image:loc``, and the publication's
+  name (``news:publication/news:name``) as the source's title.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from lxml import etree
+
+from ingest.urls import resolve
+
+GZIP_MAGIC = b"\x1f\x8b"
+MAX_KEYWORDS = 50
+# The root element, after an optional BOM, XML declaration, comments, processing instructions and DOCTYPE.
+_ROOT = re.compile(rb"^(?:\xef\xbb\xbf)?(?:\s+|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^\[>]*(?:\[.*?\])?\s*>)*"
+                   rb"<(?:[\w.-]+:)?(urlset|sitemapindex)[\s/>]", re.S | re.I)
+
+Kind = Literal["urlset", "sitemapindex"]
+
+
+@dataclass(frozen=True)
+class SitemapEntry:
+    loc: str
+    published: datetime | None = None
+    updated: datetime | None = None
+    title: str | None = None
+    language: str | None = None
+    keywords: tuple[str, ...] = ()
+    image: str | None = None
+    publication: str | None = None
+
+    @property
+    def date(self) -> datetime | None:
+        dates = [d for d in (self.published, self.updated) if d is not None]
+        return max(dates) if dates else None
+
+
+@dataclass
+class Sitemap:
+    kind: Kind
+    entries: list[SitemapEntry] = field(default_factory=list)  # urlset: the recent ones, newest first
+    children: list[str] = field(default_factory=list)  # index: child sitemaps to fetch, newest first
+    total: int = 0  # <url> or <sitemap> elements in the document
+    old: int = 0  # skipped: older than ``since``
+    undated: int = 0  # urlset entries skipped: no date at all
+    error: str | None = None  # the XML error a broken document was read up to
+
+    @property
+    def title(self) -> str | None:
+        return next((e.publication for e in self.entries if e.publication), None)
+
+
+def sitemap_kind(head: bytes) -> Kind | None:
+    """``urlset`` or ``sitemapindex`` when the document's root element is one (by its first bytes)."""
+    m = _ROOT.match(head[:4096])
+    return m.group(1).decode().lower() if m else None  # type: ignore[return-value]
+
+
+def parse_date(text: str | None) -> datetime | None:
+    """A W3C datetime (``2024-03-05``, ``2024-03-05T09:30Z``, ``...+01:00``) in UTC; None when it is not one.
+    A date without a time zone is taken as UTC."""
+    value = (text or "").strip()
+    if not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _local(tag) -> str:
+    return etree.QName(tag).localname.lower() if isinstance(tag, str) else ""
+
+
+def _text(el) -> str:
+    """The element's text without entity references (``resolve_entities=False`` leaves them as nodes)."""
+    return "".join(t for t in el.itertext() if isinstance(t, str)).strip() if el is not None else ""
+
+
+def _child(el, name: str):
+    return next((c for c in el if _local(c.tag) == name), None)
+
+
+def _url_entry(el, base_url: str) -> SitemapEntry | None:
+    loc = resolve(base_url, _text(_child(el, "loc")) or None)
+    if not loc:
+        return None
+    news = _child(el, "news")
+    publication = _child(news, "publication") if news is not None else None
+    image = _child(el, "image")
+    keywords = _text(_child(news, "keywords")) if news is not None else ""
+    return SitemapEntry(
+        loc=loc,
+        published=parse_date(_text(_child(news, "publication_date"))) if news is not None else None,
+        updated=parse_date(_text(_child(el, "lastmod"))),
+        title=(_text(_child(news, "title")) or None) if news is not None else None,
+        language=(_text(_child(publication, "language")) or None) if publication is not None else None,
+        keywords=tuple(k.strip() for k in keywords.split(",") if k.strip())[:MAX_KEYWORDS],
+        image=resolve(base_url, _text(_child(image, "loc")) or None) if image is not None else None,
+        publication=(_text(_child(publication, "name")) or None) if publication is not None else None,
+    )
+
+
+def _newest_first(dated: list[tuple[datetime | None, int, object]]) -> list:
+    """Newest first; undated ones last, in document order."""
+    return [x for _d, _i, x in sorted(dated, key=lambda t: (t[0] is None, -(t[0].timestamp() if t[0] else 0), t[1]))]
+
+
+def read_sitemap(body: bytes, *, base_url: str, since: datetime | None) -> Sitemap:
+    """Read a sitemap document (already decompressed). Raises ValueError when its root is not a sitemap."""
+    kind = sitemap_kind(body.lstrip()[:4096])
+    if kind is None:
+        raise ValueError("not a sitemap (no <urlset> or <sitemapindex> root)")
+    out = Sitemap(kind)
+    entries: list[tuple[datetime | None, int, SitemapEntry]] = []
+    children: list[tuple[datetime | None, int, str]] = []
+    parser = etree.iterparse(io.BytesIO(body), events=("end",), resolve_entities=False, load_dtd=False,
+                             no_network=True, huge_tree=False, recover=True, remove_pis=True, remove_comments=True)
+    try:
+        for _event, el in parser:
+            name = _local(el.tag)
+            if name not in ("url", "sitemap") or el.getparent() is None or _local(el.getparent().tag) != kind:
+                continue
+            out.total += 1
+            if name == "url" and kind == "urlset":
+                entry = _url_entry(el, base_url)
+                if entry is None:
+                    pass
+                elif entry.date is None:
+                    out.undated += 1
+                elif since is not None and entry.date < since:
+                    out.old += 1
+                else:
+                    entries.append((entry.date, out.total, entry))
+            elif name == "sitemap" and kind == "sitemapindex":
+                loc = resolve(base_url, _text(_child(el, "loc")) or None)
+                lastmod = parse_date(_text(_child(el, "lastmod")))
+                if not loc:
+                    pass
+                elif since is not None and lastmod is not None and lastmod < since:
+                    out.old += 1
+                else:
+                    children.append((lastmod, out.total, loc))
+            el.clear(keep_tail=False)
+            while el.getprevious() is not None:  # free what was read: memory stays flat on huge documents
+                del el.getparent()[0]
+    except etree.XMLSyntaxError as exc:
+        out.error = f"XMLSyntaxError: {exc}"
+    error_log = [e for e in parser.error_log if e.level >= etree.ErrorLevels.ERROR]
+    if out.error is None and error_log:
+        out.error = f"XMLSyntaxError: {error_log[0].message} (line {error_log[0].line})"
+    out.entries = _newest_first(entries)
+    out.children = list(dict.fromkeys(_newest_first(children)))
+    return out
