@@ -216,12 +216,12 @@ def _struct(dt: datetime | None) -> time.struct_time | None:
     return dt.astimezone(UTC).timetuple() if dt else None
 
 
-def parse_sitemap(body: bytes, *, url: str, since: datetime | None) -> feedparser.FeedParserDict:
+def parse_sitemap(body: bytes, *, url: str, since: datetime | None, limit: int) -> feedparser.FeedParserDict:
     """A sitemap as a feedparser result (version ``sitemap`` or ``sitemapindex``); its entries are the
-    recent ``<url>`` entries, newest first; ``sitemaps`` lists an index's child sitemaps."""
-    sm: Sitemap = read_sitemap(body, base_url=url, since=since)
+    ``limit`` newest recent ``<url>`` entries, newest first; ``sitemaps`` lists an index's child sitemaps."""
+    sm: Sitemap = read_sitemap(body, base_url=url, since=since, limit=limit)
     entries = [feedparser.FeedParserDict(
-        id="", link=e.loc, title=e.title, published_parsed=_struct(e.published or e.updated),
+        id="", link=e.loc, title=e.title, published_parsed=_struct(e.published),
         updated_parsed=_struct(e.updated), tags=[{"term": k} for k in e.keywords],
         media_thumbnail=[{"url": e.image}] if e.image else [], language=e.language,
     ) for e in sm.entries]
@@ -242,7 +242,7 @@ def parse_feed(body: bytes, *, url: str, content_type: str | None, max_entries: 
     media_type = (content_type or "").split(";")[0].strip().lower()
     head = body.lstrip()[:2048]
     if sitemap_kind(head):  # before the media-type check: sitemaps come as text/plain or application/gzip too
-        parsed = parse_sitemap(body, url=url, since=since)
+        parsed = parse_sitemap(body, url=url, since=since, limit=max_entries)
         return _result(parsed, url, max_entries, parsed.counted)
     check_feed_type(media_type, head)
     parsed = parse_json_feed(body) if head.startswith(b"{") else None

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import heapq
 import io
 import re
 from dataclasses import dataclass, field
@@ -47,11 +48,6 @@ class SitemapEntry:
     keywords: tuple[str, ...] = ()
     image: str | None = None
     publication: str | None = None
-
-    @property
-    def date(self) -> datetime | None:
-        dates = [d for d in (self.published, self.updated) if d is not None]
-        return max(dates) if dates else None
 
 
 @dataclass
@@ -89,7 +85,7 @@ def parse_date(text: str | None) -> datetime | None:
 
 
 def _local(tag) -> str:
-    return etree.QName(tag).localname.lower() if isinstance(tag, str) else ""
+    return tag.rpartition("}")[2].lower() if isinstance(tag, str) else ""
 
 
 def _text(el) -> str:
@@ -97,43 +93,65 @@ def _text(el) -> str:
     return "".join(t for t in el.itertext() if isinstance(t, str)).strip() if el is not None else ""
 
 
-def _child(el, name: str):
-    return next((c for c in el if _local(c.tag) == name), None)
+def _fields(el) -> dict:
+    """Child elements by local name (the first of each name)."""
+    out: dict = {}
+    if el is not None:
+        for c in el:
+            out.setdefault(_local(c.tag), c)
+    return out
 
 
-def _url_entry(el, base_url: str) -> SitemapEntry | None:
-    loc = resolve(base_url, _text(_child(el, "loc")) or None)
-    if not loc:
-        return None
-    news = _child(el, "news")
-    publication = _child(news, "publication") if news is not None else None
-    image = _child(el, "image")
-    keywords = _text(_child(news, "keywords")) if news is not None else ""
+def _url_entry(loc: str, f: dict, news: dict, published: datetime | None, updated: datetime | None,
+               base_url: str) -> SitemapEntry:
+    publication = _fields(news.get("publication"))
+    keywords = _text(news.get("keywords"))
     return SitemapEntry(
-        loc=loc,
-        published=parse_date(_text(_child(news, "publication_date"))) if news is not None else None,
-        updated=parse_date(_text(_child(el, "lastmod"))),
-        title=(_text(_child(news, "title")) or None) if news is not None else None,
-        language=(_text(_child(publication, "language")) or None) if publication is not None else None,
+        loc=loc, published=published, updated=updated,
+        title=_text(news.get("title")) or None,
+        language=_text(publication.get("language")) or None,
         keywords=tuple(k.strip() for k in keywords.split(",") if k.strip())[:MAX_KEYWORDS],
-        image=resolve(base_url, _text(_child(image, "loc")) or None) if image is not None else None,
-        publication=(_text(_child(publication, "name")) or None) if publication is not None else None,
+        image=resolve(base_url, _text(_fields(f.get("image")).get("loc")) or None),
+        publication=_text(publication.get("name")) or None,
     )
 
 
-def _newest_first(dated: list[tuple[datetime | None, int, object]]) -> list:
-    """Newest first; undated ones last, in document order."""
-    return [x for _d, _i, x in sorted(dated, key=lambda t: (t[0] is None, -(t[0].timestamp() if t[0] else 0), t[1]))]
+class _Newest:
+    """The ``limit`` newest items seen (undated ones rank last, earlier in the document first): a heap, so
+    a sitemap of 50,000 recent entries keeps ``limit`` of them in memory, not 50,000."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.heap: list[tuple[tuple[bool, float, int], object]] = []
+
+    @staticmethod
+    def rank(date: datetime | None, order: int) -> tuple[bool, float, int]:
+        return date is not None, date.timestamp() if date else 0.0, -order  # larger ranks first
+
+    def wants(self, date: datetime | None, order: int) -> bool:
+        """Whether an item so dated would be kept (so it is worth building)."""
+        return len(self.heap) < self.limit or self.rank(date, order) > self.heap[0][0]
+
+    def add(self, date: datetime | None, order: int, item: object) -> None:
+        rank = self.rank(date, order)
+        if len(self.heap) < self.limit:
+            heapq.heappush(self.heap, (rank, item))
+        elif rank > self.heap[0][0]:
+            heapq.heapreplace(self.heap, (rank, item))
+
+    def items(self) -> list:
+        return [item for _rank, item in sorted(self.heap, key=lambda t: t[0], reverse=True)]
 
 
-def read_sitemap(body: bytes, *, base_url: str, since: datetime | None) -> Sitemap:
-    """Read a sitemap document (already decompressed). Raises ValueError when its root is not a sitemap."""
+def read_sitemap(body: bytes, *, base_url: str, since: datetime | None, limit: int) -> Sitemap:
+    """Read a sitemap document (already decompressed): at most ``limit`` entries (or children), the newest.
+    Raises ValueError when its root is not a sitemap."""
     kind = sitemap_kind(body.lstrip()[:4096])
     if kind is None:
         raise ValueError("not a sitemap (no <urlset> or <sitemapindex> root)")
     out = Sitemap(kind)
-    entries: list[tuple[datetime | None, int, SitemapEntry]] = []
-    children: list[tuple[datetime | None, int, str]] = []
+    entries, children = _Newest(limit), _Newest(limit)
+    seen_children: set[str] = set()
     parser = etree.iterparse(io.BytesIO(body), events=("end",), resolve_entities=False, load_dtd=False,
                              no_network=True, huge_tree=False, recover=True, remove_pis=True, remove_comments=True)
     try:
@@ -142,25 +160,29 @@ def read_sitemap(body: bytes, *, base_url: str, since: datetime | None) -> Sitem
             if name not in ("url", "sitemap") or el.getparent() is None or _local(el.getparent().tag) != kind:
                 continue
             out.total += 1
+            f = _fields(el)
+            lastmod = parse_date(_text(f.get("lastmod")))
             if name == "url" and kind == "urlset":
-                entry = _url_entry(el, base_url)
-                if entry is None:
-                    pass
-                elif entry.date is None:
+                news = _fields(f.get("news"))
+                published = parse_date(_text(news.get("publication_date")))
+                date = max((d for d in (published, lastmod) if d is not None), default=None)
+                if date is None:
                     out.undated += 1
-                elif since is not None and entry.date < since:
+                elif since is not None and date < since:
                     out.old += 1
-                else:
-                    entries.append((entry.date, out.total, entry))
+                elif entries.wants(date, out.total):
+                    loc = resolve(base_url, _text(f.get("loc")) or None)
+                    if loc:
+                        entries.add(date, out.total, _url_entry(loc, f, news, published, lastmod, base_url))
             elif name == "sitemap" and kind == "sitemapindex":
-                loc = resolve(base_url, _text(_child(el, "loc")) or None)
-                lastmod = parse_date(_text(_child(el, "lastmod")))
-                if not loc:
+                loc = resolve(base_url, _text(f.get("loc")) or None)
+                if not loc or loc in seen_children:
                     pass
                 elif since is not None and lastmod is not None and lastmod < since:
                     out.old += 1
                 else:
-                    children.append((lastmod, out.total, loc))
+                    seen_children.add(loc)
+                    children.add(lastmod, out.total, loc)
             el.clear(keep_tail=False)
             while el.getprevious() is not None:  # free what was read: memory stays flat on huge documents
                 del el.getparent()[0]
@@ -169,6 +191,6 @@ def read_sitemap(body: bytes, *, base_url: str, since: datetime | None) -> Sitem
     error_log = [e for e in parser.error_log if e.level >= etree.ErrorLevels.ERROR]
     if out.error is None and error_log:
         out.error = f"XMLSyntaxError: {error_log[0].message} (line {error_log[0].line})"
-    out.entries = _newest_first(entries)
-    out.children = list(dict.fromkeys(_newest_first(children)))
+    out.entries = entries.items()
+    out.children = children.items()
     return out
