@@ -220,6 +220,8 @@ def parse_sitemap(body: bytes, *, url: str, since: datetime | None, limit: int) 
     """A sitemap as a feedparser result (version ``sitemap`` or ``sitemapindex``); its entries are the
     ``limit`` newest recent ``<url>`` entries, newest first; ``sitemaps`` lists an index's child sitemaps."""
     sm: Sitemap = read_sitemap(body, base_url=url, since=since, limit=limit)
+    if sm.error and not sm.total:
+        raise NotAFeed("parse", f"sitemap: {sm.error}")
     entries = [feedparser.FeedParserDict(
         id="", link=e.loc, title=e.title, published_parsed=_struct(e.published),
         updated_parsed=_struct(e.updated), tags=[{"term": k} for k in e.keywords],

@@ -90,7 +90,14 @@ def _local(tag) -> str:
 
 def _text(el) -> str:
     """The element's text without entity references (``resolve_entities=False`` leaves them as nodes)."""
-    return "".join(t for t in el.itertext() if isinstance(t, str)).strip() if el is not None else ""
+    if el is None:
+        return ""
+    parts = [el.text or ""]
+    for c in el:
+        if isinstance(c.tag, str):  # an element, not an entity reference
+            parts.append(_text(c))
+        parts.append(c.tail or "")
+    return "".join(parts).strip()
 
 
 def _fields(el) -> dict:
