@@ -51,6 +51,12 @@ def test_page_and_feed_metadata_are_merged_with_provenance():
     Article.from_bytes(article.to_bytes())  # valid against the schema
 
 
+def test_a_language_the_source_declares_wins_over_html_lang_when_enrichment_is_off():
+    entry = FeedEntry(title="Schlagzeile", language="de-DE")  # a news sitemap's news:language
+    article = build_article(raw_of(seed_html(), entry=entry), limits=Limits(), now=NOW).article
+    assert article.language == "de" and article.provenance.fields["language"] == "feed:language"
+
+
 def test_page_metadata_fills_what_the_feed_lacks():
     page = seed_html(author="Fixture Reporter", published="2022-02-09T19:30:00+00:00")
     article = build_article(raw_of(page, feed_title=None), limits=Limits(), now=NOW).article
