@@ -34,9 +34,9 @@ SITEMAP_NS = ('xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" '
               'xmlns:image="http://www.google.com/schemas/sitemap-image/1.1"')
 
 
-def news_sitemap(entries: list[dict], *, publication: str = "Fixture News", language: str = "en") -> bytes:
+def news_sitemap(entries: list[dict], *, publication: str = "Fixture News", language: str | None = "en") -> bytes:
     """A Google News sitemap. ``entries``: dicts with loc and optionally title, published (datetime: a
-    news:news block), lastmod (datetime), keywords, image, language (overrides ``language``)."""
+    news:news block), lastmod (datetime), keywords, image, language (overrides ``language``; None: none)."""
     urls = []
     for e in entries:
         parts = [f"<url><loc>{escape(e['loc'])}</loc>"]
@@ -46,7 +46,8 @@ def news_sitemap(entries: list[dict], *, publication: str = "Fixture News", lang
             parts.append(
                 "<news:news><news:publication>"
                 f"<news:name>{escape(publication)}</news:name>"
-                f"<news:language>{escape(e.get('language', language))}</news:language></news:publication>"
+                + (f"<news:language>{escape(lang)}</news:language>" if (lang := e.get("language", language)) else "")
+                + "</news:publication>"
                 f"<news:publication_date>{e['published'].isoformat()}</news:publication_date>"
                 + (f"<news:title>{escape(e['title'])}</news:title>" if e.get("title") else "")
                 + (f"<news:keywords>{escape(e['keywords'])}</news:keywords>" if e.get("keywords") else "")
