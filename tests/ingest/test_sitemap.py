@@ -7,6 +7,7 @@ import gzip
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from ingest import state as S
 from ingest.parse import NotAFeed, parse_feed
@@ -135,6 +136,10 @@ def test_a_huge_sitemap_keeps_only_the_cap_in_memory():
 
 
 # --- one source's job ----------------------------------------------------------------------------------------
+def sitemaps_counted(result: str) -> float:
+    return REGISTRY.get_sample_value("newsflow_ingest_sitemaps_total", {"result": result}) or 0.0
+
+
 def page(site, path: str, title: str) -> str:
     return site.add(path, hostile.page_html(title, f"{title}: the council met on Tuesday. " * 20))
 
@@ -181,9 +186,12 @@ def test_an_index_is_walked_with_loops_cut_and_every_child_read_once(site):
                                                            {"loc": site.url("/p0"), "published": RECENT}])),
              content_type="application/gzip")
     d = definition(site.url("/index.xml"))
+    before = {r: sitemaps_counted(r) for r in ("ok", "loop")}
     result, st = job(local_settings(), d)
     assert sorted(r.canonical_url for r in raw_of(result)) == [site.url("/p0"), site.url("/p1")]
     assert [site.hits(p) for p in ("/index.xml", "/sub-index.xml", "/news-0.xml", "/news-1.xml.gz")] == [1, 1, 1, 1]
+    # counted: 3 children read; the index listed by itself and by its child, news-0 listed twice
+    assert {r: sitemaps_counted(r) - n for r, n in before.items()} == {"ok": 3, "loop": 3}
     assert st.sitemap_index and st.consecutive_errors == 0 and st.last_error is None
     assert S.conditional_headers(st) == {}  # an index is always read in full: its children change, not it
     again, _ = job(local_settings(), d, st)
