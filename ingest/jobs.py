@@ -38,7 +38,7 @@ from ingest.pagehead import page_identity
 from ingest.parse import EntryRef, NotAFeed, ParsedFeed, check_page_type, page_article_id, parse_feed
 from ingest.robots import ROBOTS_MAX_BYTES, RobotsCache, Verdict
 from ingest.schedule import error_kind
-from ingest.sitemap_index import ChildFailed, walk_index
+from ingest.sitemap_index import ChildDeferred, ChildFailed, walk_index
 from ingest.state import (
     FeedDefinition, FeedState, PageOutcome, Policy, conditional_headers, first_seen_for, from_epoch, on_error,
     on_feed, on_not_modified, on_redirects,
@@ -150,7 +150,7 @@ class FeedJobs:
                                            rand=self.rand())
             result.outcome = "not_modified"
         elif resp.is_ok:
-            await self._feed_body(state, resp, now, result)
+            await self._feed_body(state, resp, now, result, deadline)
         else:
             error_class = status_error_class(resp.status)
             result.state = on_error(state, error_class=error_class, message=f"HTTP {resp.status} from {resp.final_url}",
@@ -169,7 +169,8 @@ class FeedJobs:
                                max_entries=self.settings.max_entries_per_feed, since=since),
         )
 
-    async def _feed_body(self, state: FeedState, resp: Response, now: datetime, result: JobResult) -> None:
+    async def _feed_body(self, state: FeedState, resp: Response, now: datetime, result: JobResult,
+                         deadline: Deadline) -> None:
         body_hash = hashlib.sha256(resp.body).hexdigest()[:32]
         if body_hash == state.body_hash:
             self._unchanged(state, resp, now, result)
@@ -182,7 +183,7 @@ class FeedJobs:
         if parsed.version == "sitemapindex":
             walk = await walk_index(
                 parsed, root_urls=[state.url, resp.final_url], root_hash=body_hash,
-                read=lambda url: self._child_sitemap(url, now), max_depth=self.settings.sitemap_max_depth,
+                read=lambda url: self._child_sitemap(url, now, deadline), max_depth=self.settings.sitemap_max_depth,
                 max_files=self.settings.sitemap_max_files, max_entries=self.settings.max_entries_per_feed)
             if walk.failed is not None:
                 self._failed(state, resp, now, result, walk.failed.error_class,
@@ -210,12 +211,15 @@ class FeedJobs:
                                 headers=resp.headers, now=now, policy=self.policy, rand=self.rand())
         result.outcome = error_class
 
-    async def _child_sitemap(self, url: str, now: datetime) -> tuple[ParsedFeed, str]:
-        """Fetch and parse one child sitemap of an index, with the feed's caps; raises ChildFailed."""
+    async def _child_sitemap(self, url: str, now: datetime, deadline: Deadline) -> tuple[ParsedFeed, str]:
+        """Fetch and parse one child sitemap of an index, with the feed's caps; raises ChildFailed, or
+        ChildDeferred when its host's turn comes after ``deadline``."""
         started = time.monotonic()
         try:
-            resp = await self.fetcher.get(url, max_bytes=self.settings.max_feed_bytes,
-                                          headers={"Accept": FEED_ACCEPT}, what="sitemap", gzip_files=True)
+            resp = await self.fetcher.get(url, max_bytes=self.settings.max_feed_bytes, headers={"Accept": FEED_ACCEPT},
+                                          what="sitemap", deadline=deadline, gzip_files=True)
+        except Deferred as exc:
+            raise ChildDeferred(url) from exc
         except FetchError as exc:
             raise ChildFailed(exc.error_class, exc.message) from exc
         finally:

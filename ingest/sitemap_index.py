@@ -7,9 +7,11 @@ Bounds (hostile indexes): children ``sitemap_max_depth`` levels down at most; at
 ``sitemap_max_files`` children fetched per poll (the newest by ``lastmod`` first, ``ingest.sitemap``);
 a sitemap already read in this walk is not read again (an index listing itself, or two indexes listing
 each other); each child is capped like any feed (``max_feed_bytes`` after decompression, gzip files
-included). Whatever was not read, and why, is counted (``newsflow_ingest_sitemaps_total{result}``) and
-noted on the feed's health (error class ``sitemap``). When every child read failed, the poll failed with
-the first child's error class.
+included); a child whose host's turn comes after the poll batch's deadline is left for the next poll
+(``deferred``), so a slow index never holds a batch (and a rebalance) longer than a feed does. Whatever
+was not read, and why, is counted (``newsflow_ingest_sitemaps_total{result}``) and noted on the feed's
+health (error class ``sitemap``). When every child read failed, the poll failed with the first child's
+error class.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from ingest.parse import EntryRef, ParsedFeed
 from ingest.urls import canonical_url
 
 log = logging.getLogger(__name__)
+
+
+class ChildDeferred(Exception):
+    """The batch deadline passed before the child's host had a turn: nothing was sent."""
 
 
 class ChildFailed(Exception):
@@ -60,6 +66,7 @@ async def walk_index(root: ParsedFeed, *, root_urls: list[str], root_hash: str, 
     entries: dict[str, EntryRef] = {}
     failures: list[ChildFailed] = []
     notes: list[str] = []
+    deferred = 0
     title, total, read_n = root.title, 0, 0
     for _depth in range(max_depth):
         todo: list[str] = []
@@ -79,6 +86,9 @@ async def walk_index(root: ParsedFeed, *, root_urls: list[str], root_hash: str, 
         read_n += len(todo)
         level = []
         for url, res in zip(todo, results):
+            if isinstance(res, ChildDeferred):
+                deferred += 1
+                continue
             if isinstance(res, ChildFailed):
                 _skip(res.error_class)
                 failures.append(res)
@@ -97,6 +107,9 @@ async def walk_index(root: ParsedFeed, *, root_urls: list[str], root_hash: str, 
             for e in child.entries:
                 entries.setdefault(e.key, e)
             level.extend(child.sitemaps)
+    if deferred:
+        _skip("deferred", deferred)
+        notes.append(f"{deferred} sitemaps left for the next poll (poll batch deadline)")
     deeper = [u for u in level if canonical_url(u) not in visited]
     if deeper:
         _skip("too_deep", len(deeper))
@@ -109,7 +122,8 @@ async def walk_index(root: ParsedFeed, *, root_urls: list[str], root_hash: str, 
         dates=[e.published for e in merged if e.published is not None],
     )
     combined = hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:32]
-    failed = failures[0] if read_n and len(failures) == read_n else None
+    tried = read_n - deferred
+    failed = failures[0] if tried and len(failures) == tried else None
     if root.bozo and parsed.bozo is None:
         parsed.bozo, parsed.bozo_class = root.bozo, root.bozo_class
     return Walk(parsed, combined, failed, read_n, notes)

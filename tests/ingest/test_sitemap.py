@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from ingest import state as S
+from ingest.limits import Deadline
 from ingest.parse import NotAFeed, parse_feed
 from ingest.sitemap import parse_date, read_sitemap, sitemap_kind
 from tests.ingest.conftest import local_settings
@@ -237,3 +238,29 @@ def test_failing_children_are_on_the_health_and_an_index_whose_children_all_fail
     result, st = job(local_settings(), definition(site.url("/bad.xml")))
     assert result.outcome == "too_large" and st.consecutive_errors == 1 and st.health == "backing-off"
     assert st.last_error.startswith("all 3 sitemaps of the index failed; ") and "bomb.xml.gz" in st.last_error
+
+
+class _PassesAfter(Deadline):
+    """A batch deadline that passes after ``n`` checks (the root's request is the first)."""
+
+    def __init__(self, n: int):
+        super().__init__(float("inf"))
+        self.left = n
+
+    def passed(self) -> bool:
+        self.left -= 1
+        return self.left < 0
+
+
+def test_children_whose_turn_comes_after_the_batch_deadline_are_left_for_the_next_poll(site):
+    page(site, "/p", "P")
+    site.add("/index.xml", sitemap_index([site.url("/a.xml"), site.url("/b.xml")]), content_type="application/xml")
+    for name in ("a", "b"):
+        site.add(f"/{name}.xml", news_sitemap([{"loc": site.url("/p"), "published": RECENT}]),
+                 content_type="application/xml")
+    d = definition(site.url("/index.xml"))
+    result, st = job(local_settings(), d, deadline=_PassesAfter(1))
+    assert result.polled and not result.pages and site.hits("/a.xml") == site.hits("/b.xml") == 0
+    assert st.consecutive_errors == 0 and "2 sitemaps left for the next poll" in st.last_error
+    result, st = job(local_settings(), d, st)
+    assert result.outcome == "new" and len(result.pages) == 1 and site.hits("/a.xml") == site.hits("/b.xml") == 1
