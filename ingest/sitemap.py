@@ -2,8 +2,9 @@
 ``<sitemapindex>``. Pure: bytes in, a ``Sitemap`` out; the poller's job walks an index (``ingest.jobs``).
 
 * **Safe XML.** lxml's ``iterparse`` with entities left unexpanded (``resolve_entities=False``), no DTD
-  loaded, no network, no huge-tree mode; each ``<url>``/``<sitemap>`` element is freed once read, so a
-  document costs its byte cap (``max_feed_bytes``) and little more. A truncated or broken document keeps
+  loaded, no network, no huge-tree mode; each ``<url>``/``<sitemap>`` element is freed once read, and
+  within one only the first of each field it needs is kept, so a document costs its byte cap
+  (``max_feed_bytes``) and little more, whatever its shape. A truncated or broken document keeps
   the entries read before the break (``recover``), and the error is reported with them, as for feeds.
 * **Recent entries only.** An entry's date is the later of ``news:publication_date`` and ``lastmod``.
   Entries older than ``since`` are skipped, and so are entries with neither date: a sitemap may list a
@@ -36,6 +37,9 @@ _ROOT = re.compile(rb"^(?:\xef\xbb\xbf)?(?:\s+|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^\
                    rb"<(?:[\w.-]+:)?(urlset|sitemapindex)[\s/>]", re.S | re.I)
 
 Kind = Literal["urlset", "sitemapindex"]
+# The elements read within a <url> or <sitemap> (local names); others are dropped as soon as they end.
+_FIELDS = frozenset({"loc", "lastmod", "news", "publication", "name", "language", "publication_date", "title",
+                     "keywords", "image"})
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,13 @@ def _url_entry(loc: str, f: dict, news: dict, published: datetime | None, update
     )
 
 
+def _free(el) -> None:
+    """Forget a child of the root once read: memory stays flat however long the document."""
+    el.clear(keep_tail=False)
+    while el.getprevious() is not None:
+        del el.getparent()[0]
+
+
 class _Newest:
     """The ``limit`` newest items seen (undated ones rank last, earlier in the document first): a heap, so
     a sitemap of 50,000 recent entries keeps ``limit`` of them in memory, not 50,000."""
@@ -163,8 +174,16 @@ def read_sitemap(body: bytes, *, base_url: str, since: datetime | None, limit: i
                              no_network=True, huge_tree=False, recover=True, remove_pis=True, remove_comments=True)
     try:
         for _event, el in parser:
+            parent = el.getparent()
+            if parent is None:
+                continue  # the root
             name = _local(el.tag)
-            if name not in ("url", "sitemap") or el.getparent() is None or _local(el.getparent().tag) != kind:
+            if parent.getparent() is not None:  # within a <url>/<sitemap>: keep the first of each field only
+                if name not in _FIELDS or any(c is not el and _local(c.tag) == name for c in parent):
+                    parent.remove(el)
+                continue
+            if name not in ("url", "sitemap"):
+                _free(el)
                 continue
             out.total += 1
             f = _fields(el)
@@ -190,9 +209,7 @@ def read_sitemap(body: bytes, *, base_url: str, since: datetime | None, limit: i
                 else:
                     seen_children.add(loc)
                     children.add(lastmod, out.total, loc)
-            el.clear(keep_tail=False)
-            while el.getprevious() is not None:  # free what was read: memory stays flat on huge documents
-                del el.getparent()[0]
+            _free(el)
     except etree.XMLSyntaxError as exc:
         out.error = f"XMLSyntaxError: {exc}"
     error_log = [e for e in parser.error_log if e.level >= etree.ErrorLevels.ERROR]

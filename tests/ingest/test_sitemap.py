@@ -128,6 +128,15 @@ def test_garbage_is_not_a_feed(body):
         parse(body)
 
 
+def test_within_an_entry_the_first_of_each_field_counts_and_other_elements_are_dropped():
+    filler = "<x:junk xmlns:x='urn:x'>pad</x:junk>" * 100_000  # dropped as read: memory stays flat
+    body = (f"<urlset {SITEMAP_NS}><url><loc>https://news.example/first</loc>{filler}"
+            f"<loc>https://news.example/second</loc><lastmod>{RECENT.isoformat()}</lastmod>"
+            f"<lastmod>{OLD.isoformat()}</lastmod></url></urlset>").encode()
+    (e,) = parse(body).entries
+    assert (e.page_url, e.updated) == ("https://news.example/first", RECENT)
+
+
 def test_a_huge_sitemap_keeps_only_the_cap_in_memory():
     n = 20_000
     urls = b"".join(b"<url><loc>https://news.example/%d</loc><lastmod>%s</lastmod></url>"
