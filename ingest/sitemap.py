@@ -179,7 +179,7 @@ def read_sitemap(body: bytes, *, base_url: str, since: datetime | None, limit: i
                 continue  # the root
             name = _local(el.tag)
             if parent.getparent() is not None:  # within a <url>/<sitemap>: keep the first of each field only
-                if name not in _FIELDS or any(c is not el and _local(c.tag) == name for c in parent):
+                if name not in _FIELDS or any(_local(c.tag) == name for c in el.itersiblings(preceding=True)):
                     parent.remove(el)
                 continue
             if name not in ("url", "sitemap"):
