@@ -1,4 +1,9 @@
-"""Kafka client factories: every Newsflow client is configured here and nowhere else."""
+"""Kafka client factories: every Newsflow client is configured here and nowhere else.
+
+On a secured connection (SSL, SASL_PLAINTEXT, SASL_SSL) each factory first runs the pre-flight
+check (``newsflow.kafka_preflight``, once per process): refused credentials or certificates fail
+within seconds with an error naming the settings, instead of kafka-python's 30 s bootstrap timeout.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
+from newsflow.kafka_preflight import check_once
 from newsflow.settings import Settings
 
 # Headroom for record headers and batch framing on top of the largest value we produce.
@@ -13,21 +19,31 @@ _FRAME_OVERHEAD = 64 * 1024
 
 
 def common_config(settings: Settings) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap.split(","),
-        "security_protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_sasl_mechanism:
+    """Connection settings shared by every client: bootstrap servers, TLS files, SASL login."""
+    protocol = settings.kafka_security_protocol
+    cfg: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap.split(","), "security_protocol": protocol}
+    if protocol.endswith("SSL"):
+        for name in ("cafile", "certfile", "keyfile"):
+            path = getattr(settings, f"kafka_ssl_{name}")
+            if path is not None:
+                cfg[f"ssl_{name}"] = str(path)
+    if protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_password is not None  # the settings model requires it for SASL_*
         cfg["sasl_mechanism"] = settings.kafka_sasl_mechanism
         cfg["sasl_plain_username"] = settings.kafka_sasl_username
-        if settings.kafka_sasl_password is not None:
-            cfg["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+        cfg["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
     return cfg
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """``common_config``, after the pre-flight check of a secured connection."""
+    check_once(settings)
+    return common_config(settings)
 
 
 def make_producer(settings: Settings, *, transactional_id: str | None = None, **overrides: Any) -> KafkaProducer:
     """An idempotent ``acks=all`` producer; transactional when ``transactional_id`` is given."""
-    cfg = common_config(settings) | {
+    cfg = client_config(settings) | {
         "acks": "all",
         "enable_idempotence": True,
         "compression_type": None if settings.kafka_compression == "none" else settings.kafka_compression,
@@ -46,7 +62,7 @@ def make_producer(settings: Settings, *, transactional_id: str | None = None, **
 
 def make_consumer(settings: Settings, group_id: str | None, *topics: str, **overrides: Any) -> KafkaConsumer:
     """A manual-commit, ``read_committed`` consumer. Offsets are committed by the runner only."""
-    cfg = common_config(settings) | {
+    cfg = client_config(settings) | {
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -63,4 +79,4 @@ def make_consumer(settings: Settings, group_id: str | None, *topics: str, **over
 
 
 def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:
-    return KafkaAdminClient(**(common_config(settings) | {"request_timeout_ms": 30_000} | overrides))
+    return KafkaAdminClient(**(client_config(settings) | {"request_timeout_ms": 30_000} | overrides))
