@@ -72,7 +72,13 @@ class Settings(BaseSettings):
     topic_feeds: str = Field("newsflow.feeds", description="Compacted topic of feed definitions.")
     topic_feed_state: str = Field("newsflow.feed-state", description="Compacted topic of per-feed poll state.")
     topic_partitions: int = Field(3, ge=1, description="Partitions for each topic created by Newsflow.")
-    topic_replication: int = Field(1, ge=1, description="Replication factor of topics created by Newsflow.")
+    topic_replication: int = Field(
+        1, ge=1, description="Replication factor of topics created by Newsflow (3 on a cluster: see Deploy)."
+    )
+    topic_min_insync: int = Field(
+        1, ge=1, description="min.insync.replicas of topics created by Newsflow: every write (acks=all) waits for "
+        "this many replicas; 2 with replication 3 keeps writing, and loses nothing, with one broker down."
+    )
     group_prefix: str = Field("newsflow", description="Consumer groups are <prefix>-<stage>.")
     instance_id: str = Field(
         default_factory=lambda: os.uname().nodename,
@@ -209,6 +215,9 @@ class Settings(BaseSettings):
                              f"NEWSFLOW_KAFKA_SECURITY_PROTOCOL is {protocol}: TLS files apply to SSL and SASL_SSL")
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("mutual TLS needs both NEWSFLOW_KAFKA_SSL_CERTFILE and NEWSFLOW_KAFKA_SSL_KEYFILE")
+        if self.topic_min_insync > self.topic_replication:
+            raise ValueError(f"NEWSFLOW_TOPIC_MIN_INSYNC={self.topic_min_insync} exceeds NEWSFLOW_TOPIC_REPLICATION="
+                             f"{self.topic_replication}: no write could ever be acknowledged")
         if self.es_ca_certs is not None and not self.es_url.startswith("https://"):
             raise ValueError("NEWSFLOW_ES_CA_CERTS is set, so NEWSFLOW_ES_URL must be https://")
         return self
