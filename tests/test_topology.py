@@ -31,9 +31,12 @@ def test_created_topics_have_the_settings_replication_and_min_insync(settings):
     """On the single local broker both are 1; what matters is that they come from the settings."""
     names = [spec.name for spec in topics(settings)]
     admin = make_admin(settings)
-    try:  # just created: the broker's metadata may lag the controller's for a moment
-        described = wait_until(lambda: (d := admin.describe_topics(names)) if all(t["partitions"] for t in d) else None,
-                               timeout=30, what="the new topics in the broker's metadata")
+    def described_in_full():  # just created: the broker's metadata may lag the controller's a moment
+        found = admin.describe_topics(names)
+        return found if all(t["partitions"] for t in found) else None
+
+    try:
+        described = wait_until(described_in_full, timeout=30, what="the new topics in the broker's metadata")
         configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n, ["min.insync.replicas"])
                                           for n in names], config_filter="all")
     finally:
