@@ -56,6 +56,8 @@ class ChaosStack:
             "KAFKA_PORT": str(self.kafka_port),
             "KAFKA_CONTROLLER_PORT": str(controller_port or os.environ.get("CHAOS_KAFKA_CONTROLLER_PORT", "9193")),
             "KAFKA_BROKERS": str(brokers),
+            # a loaded 2-core machine starts three brokers and an Elasticsearch slowly
+            "KAFKA_START_TIMEOUT": os.environ.get("KAFKA_START_TIMEOUT", "300"),
             "ES_PORT": str(self.es_port),
             "ES_TRANSPORT_PORT": os.environ.get("CHAOS_ES_TRANSPORT_PORT", "9302"),
         }
