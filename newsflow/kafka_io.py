@@ -7,12 +7,16 @@ within seconds with an error naming the settings, instead of kafka-python's 30 s
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from newsflow.kafka_preflight import check_once
 from newsflow.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Headroom for record headers and batch framing on top of the largest value we produce.
 _FRAME_OVERHEAD = 64 * 1024
@@ -80,3 +84,20 @@ def make_consumer(settings: Settings, group_id: str | None, *topics: str, **over
 
 def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:
     return KafkaAdminClient(**(client_config(settings) | {"request_timeout_ms": 30_000} | overrides))
+
+
+def await_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float = 60.0) -> set[int]:
+    """Wait until ``consumer``'s own metadata knows ``topic``'s partitions; call it before subscribing.
+
+    On a cluster a topic just created reaches each broker's metadata a moment after the controller
+    accepted it. A consumer that joins its group before its metadata has the topic is assigned no
+    partitions, and kafka-python 3.0 was seen to stay so for minutes (the group then empty, the lag
+    growing). Past ``timeout_s`` (no such topic?) it logs and returns the empty set."""
+    deadline = time.monotonic() + timeout_s
+    while not (parts := consumer.partitions_for_topic(topic)):
+        if time.monotonic() > deadline:
+            log.warning("topic %s has no partitions after %.0f s (does it exist? `newsflow topology` creates it)",
+                        topic, timeout_s)
+            break
+        time.sleep(0.5)
+    return parts
