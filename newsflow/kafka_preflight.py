@@ -12,8 +12,7 @@ own request classes and SASL mechanisms. A definite refusal (a certificate that 
 a TLS alert from the broker, a mechanism it does not offer, a login it rejects) raises
 :class:`KafkaSecurityError` within ``timeout_s``; its message names the settings to fix and never
 contains a secret. A broker that cannot be reached at all is not a security problem: the check
-passes it by and the clients' own retries take over (a stage then runs unready, as it would on a
-PLAINTEXT cluster that is down).
+passes it by and the clients' own retries take over, as on a PLAINTEXT cluster that is down.
 """
 
 from __future__ import annotations
