@@ -43,7 +43,13 @@ _GENERATION = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 def make_es(settings: Settings, **overrides: Any) -> Elasticsearch:
+    """The client: API key (else basic auth) and, for https:// URLs, certificate verification against
+    ``es_ca_certs`` (else the system's CAs) unless ``es_verify_certs`` is off."""
     kw: dict[str, Any] = {"request_timeout": 30, "retry_on_timeout": False, "max_retries": 0}
+    if settings.es_url.startswith("https://"):
+        kw["verify_certs"] = settings.es_verify_certs
+        if settings.es_ca_certs is not None:
+            kw["ca_certs"] = str(settings.es_ca_certs)
     if settings.es_api_key is not None:
         kw["api_key"] = settings.es_api_key.get_secret_value()
     elif settings.es_username and settings.es_password is not None:

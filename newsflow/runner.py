@@ -61,7 +61,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, ProducerFencedError
 
 from newsflow import metrics
-from newsflow.kafka_io import make_consumer, make_producer
+from newsflow.kafka_io import await_partitions, make_consumer, make_producer
 from newsflow.logs import article_context, record_article_id
 from newsflow.settings import Settings
 
@@ -363,6 +363,7 @@ class StageRunner:
         self._rebalance = _Rebalance()
         self.group = group
         self.consumer = consumer or make_consumer(settings, group)
+        await_partitions(self.consumer, source)  # join with the topic's partitions known, never before
         self.consumer.subscribe([source], listener=self._rebalance)
         self.paused = False
         self.last_progress = time.monotonic()  # main-loop heartbeat, read by /healthz

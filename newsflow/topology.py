@@ -46,23 +46,26 @@ def retention_ms(days: float) -> str:
 
 
 def topics(s: Settings) -> list[TopicSpec]:
+    """Every topic, replicated ``topic_replication`` times; a write (all producers use acks=all) is
+    acknowledged once ``topic_min_insync`` replicas have it."""
     big = str(s.max_message_bytes + 64 * 1024)
+    isr = {"min.insync.replicas": str(s.topic_min_insync)}
     return [
         # Fetched pages, kept ``raw_retention_days`` from when they were produced, so that
         # `newsflow reprocess` can run them through a newer processor without fetching them again.
-        TopicSpec(s.topic_raw, s.topic_partitions, {
+        TopicSpec(s.topic_raw, s.topic_partitions, isr | {
             "max.message.bytes": big, "compression.type": "gzip", "retention.ms": retention_ms(s.raw_retention_days),
         }),
         # Compacted by article id: the topic keeps the latest version of every article forever,
         # which is what `newsflow reindex` replays from.
-        TopicSpec(s.topic_enriched, s.topic_partitions, {
+        TopicSpec(s.topic_enriched, s.topic_partitions, isr | {
             "max.message.bytes": big, "compression.type": "gzip", "cleanup.policy": "compact",
         }),
-        TopicSpec(s.topic_dlq, 1, {
+        TopicSpec(s.topic_dlq, 1, isr | {
             "max.message.bytes": big, "compression.type": "gzip", "retention.ms": str(30 * DAY_MS),
         }),
-        TopicSpec(s.topic_feeds, s.topic_partitions, {"cleanup.policy": "compact"}),
-        TopicSpec(s.topic_feed_state, s.topic_partitions, {"cleanup.policy": "compact"}),
+        TopicSpec(s.topic_feeds, s.topic_partitions, isr | {"cleanup.policy": "compact"}),
+        TopicSpec(s.topic_feed_state, s.topic_partitions, isr | {"cleanup.policy": "compact"}),
     ]
 
 
