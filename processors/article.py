@@ -156,7 +156,7 @@ def _assemble(*, ident: str, url: str, final_url: str | None, feed_url: str | No
         title=merged.title,
         text=text,
         description=merged.description,
-        author=merged.author,
+        authors=merged.authors,
         published_at=merged.published_at,
         fetched_at=fetched_at,
         first_seen_at=first_seen_at,

@@ -39,23 +39,18 @@ from urllib.parse import urlsplit
 
 from ingest.urls import bare_host
 from newsflow.schema import FeedEntry
+from processors.authors import names_of, people
 from processors.clean import clean_field, clean_list, strip_html
 from processors.extract import PageMeta
 
 _SEPARATORS = r"\s+[|\-–—:·•»]\s+"
-_EMAIL = re.compile(r"\(?\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b\)?")
-_BY = re.compile(r"^(?:by|von|par|por|door|di)\s+", re.IGNORECASE)
-_GENERIC_AUTHORS = {
-    "admin", "administrator", "staff", "editor", "editors", "redaktion", "editorial", "newsroom",
-    "news desk", "newsdesk", "web desk", "webmaster", "anonymous", "unknown", "guest", "author",
-}
 
 
 @dataclass(frozen=True)
 class Merged:
     title: str | None = None
     published_at: datetime | None = None
-    author: str | None = None
+    authors: list[str] = field(default_factory=list)
     description: str | None = None
     site_name: str | None = None
     image: str | None = None
@@ -87,15 +82,59 @@ def strip_site(title: str, names: set[str]) -> str:
     return title
 
 
-def pick_title(page: str | None, feed: str | None, names: set[str]) -> tuple[str | None, str]:
-    page, feed = clean_field(page), clean_field(feed)
-    if page and _key(page) not in names:
-        return strip_site(page, names), "page"
+_WEIGHT = {"json-ld": 2.0, "og:title": 1.0}  # a tie-break bonus on top of the agreement count
+_TRUNCATED = re.compile(r"(?:…|\.\.\.|\[\.\.\.\])\s*$")
+
+
+_AFFIX_SEPARATORS = re.compile(r"\s*(?:[|\-–—·•»/ㅣ]|\s)\s*")
+
+
+def _extends(longer: str, shorter: str) -> bool:
+    """``longer`` is ``shorter`` with an affix before or after it behind a separator (`` | ``,
+    `` - ``, `` / ``, a line break in an ``h1``), e.g. a section or site name, a kicker; ``shorter``
+    must be a headline, not a word. A colon does not separate an affix: ``Topic: Headline`` is
+    the headline."""
+    if len(_key(shorter)) < 12 or _key(longer) == _key(shorter):
+        return False
+    if longer.startswith(shorter):
+        return bool(_AFFIX_SEPARATORS.match(longer[len(shorter):])) and not longer[len(shorter):].lstrip().startswith(":")
+    if longer.endswith(shorter):
+        head = longer[: -len(shorter)]
+        return bool(re.search(r"(?:\s[|\-–—·•»/ㅣ]\s|\n)$", head))
+    return False
+
+
+def pick_title(headlines: list[tuple[str, str]], feed: str | None, names: set[str]) -> tuple[str | None, str]:
+    """The headline, by evidence (README, "Metadata merge rules"):
+
+    * each page headline (JSON-LD ``headline``, ``og:title``, ``h1``, ``twitter:title``,
+      ``<title>``) loses a `` | Site``/`` - Site`` affix that names the site, and one that is
+      only the site's name is no headline at all;
+    * the feed's title wins unless it is empty, the site's name, or cut short (ends in "…" and a
+      page headline continues it: that headline wins); a site affix is cut off it too;
+    * else the page headline that the most page headlines agree with (the same words, or the same
+      words with a kicker or affix around them) wins; a tie goes to the more trusted source, in the
+      order above.
+    """
+    cands: list[tuple[str, str]] = []
+    for src, value in headlines:
+        text = clean_field(value)
+        if text and _key(text) not in names and (text := strip_site(text, names)):
+            cands.append((src, text))
+    feed = clean_field(feed)
     if feed and _key(feed) not in names:
-        return feed, "feed"
-    if page or feed:
-        return (page, "page") if page else (feed, "feed")
-    return None, "none"
+        if _TRUNCATED.search(feed):
+            stem = _key(_TRUNCATED.sub("", feed))
+            for src, text in cands:
+                if _key(text).startswith(stem) and len(_key(text)) > len(stem):
+                    return text, f"page:{src}"
+        return strip_site(feed, names), "feed"
+    if not cands:
+        return None, "none"
+    support = [sum(_key(a) == _key(b) or _extends(a, b) for _s, a in cands) for _src, b in cands]
+    best = max(range(len(cands)), key=lambda i: (support[i] + _WEIGHT.get(cands[i][0], 0), -i))
+    src, text = cands[best]
+    return text, f"page:{src}"
 
 
 def pick_date(feed_published: datetime | None, page_date, feed_updated: datetime | None,
@@ -111,30 +150,24 @@ def pick_date(feed_published: datetime | None, page_date, feed_updated: datetime
     return None, "none"
 
 
-def clean_author(value: str | None, names: set[str]) -> str | None:
-    if not value:
-        return None
-    parts = [p.strip() for p in value.split(";")]
-    if len(parts) > 3:  # "Jan Doe; Journalist; Columnist; Author", "CSP; International; Solar; ..."
-        if not re.fullmatch(r"(?:[A-ZÀ-Þ][\w'’.-]+\s+){1,3}[A-ZÀ-Þ][\w'’.-]+", parts[0]):
-            return None
-        value = parts[0]
-    value = _EMAIL.sub(" ", value)
-    value = clean_field(_BY.sub("", clean_field(value) or ""), "author")
-    if not value or value.casefold() in _GENERIC_AUTHORS or _key(value) in names:
-        return None
-    if not any(ch.isalpha() for ch in value):
-        return None
-    return value
-
-
-def pick_author(page: PageMeta, feed: str | None, names: set[str]) -> tuple[str | None, str]:
-    for value, source in ((page.author, "page"), (feed, "feed")):
-        if (author := clean_author(value, names)) is not None:
-            return author, source
-    if (author := clean_author(page.byline(), names)) is not None:
-        return author, "page:byline"
-    return None, "none"
+def pick_authors(page: PageMeta, feed: str | None, names: set[str]) -> tuple[list[str], str]:
+    """The feed's ``dc:creator``/``author``; else the page's JSON-LD ``author``, its author meta
+    tags, then its byline; the first source that names a person wins (``processors/authors.py``).
+    When no source names a person, the first organisation credited is kept."""
+    page_credits = (
+        ("feed", lambda: [(feed, False)]),
+        ("page:json-ld", lambda: [(c.name, c.organisation) for c in page.credits]),
+        ("page:meta", lambda: [(v, False) for v in page.meta_authors] + [(page.author, False)]),
+        ("page:byline", lambda: [(page.byline(), False)]),
+    )
+    fallback: tuple[list[str], str] = ([], "none")
+    for source, credits in page_credits:
+        found = names_of(credits(), names)
+        if any(not n.organisation for n in found):
+            return people(found), source
+        if found and not fallback[0]:
+            fallback = people(found), source
+    return fallback
 
 
 def merge(page: PageMeta, entry: FeedEntry, *, feed_title: str | None, canonical: str, canonical_from: str,
@@ -144,9 +177,9 @@ def merge(page: PageMeta, entry: FeedEntry, *, feed_title: str | None, canonical
     names = site_names(site_name, feed_title, host)
     src: dict[str, str] = {}
 
-    title, src["title"] = pick_title(page.title, entry.title, names)
+    title, src["title"] = pick_title(page.headlines, entry.title, names)
     published, src["published_at"] = pick_date(entry.published, page.date, entry.updated, now)
-    author, src["author"] = pick_author(page, entry.author, names)
+    authors, src["authors"] = pick_authors(page, entry.author, names)
 
     description = clean_field(page.description, "description")
     src["description"] = "page" if description else "none"
@@ -173,7 +206,7 @@ def merge(page: PageMeta, entry: FeedEntry, *, feed_title: str | None, canonical
 
     src["canonical_url"] = canonical_from
     return Merged(
-        title=title, published_at=published, author=author, description=description,
+        title=title, published_at=published, authors=authors, description=description,
         site_name=site_name, image=image, categories=categories, tags=tags,
         canonical_url=canonical, sources=src,
     )
