@@ -74,7 +74,7 @@ def build_article(raw: RawArticle, *, limits: Limits, enricher: Enricher | None 
         raise Quarantine("not_html", f"{exc} ({raw.content_type or 'no content type'})") from exc
     page = read_meta(tree, raw.final_url)
     merged = merge(page, raw.entry, feed_title=raw.feed_title, canonical=raw.canonical_url,
-                   canonical_from=raw.canonical_from, now=now)
+                   canonical_from=raw.canonical_from, now=min(now, raw.fetched_at))  # nothing is newer than the fetch
     extraction = extract_text(tree, html, raw.final_url, min_chars=limits.min_chars)
     timings = {"extract": time.process_time() - t}
     t = time.process_time()

@@ -64,8 +64,7 @@ class PageMeta:
     author: str | None = None
     credits: list[Credit] = field(default_factory=list)  # JSON-LD ``author`` entries, typed
     meta_authors: list[str] = field(default_factory=list)  # ``<meta name="author">`` values
-    published: str | None = None  # JSON-LD ``datePublished`` as written
-    modified: str | None = None  # JSON-LD ``dateModified`` as written
+    published: datetime | None = None  # declared publication time, see ``declared_published``
     categories: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     lang: str | None = None
@@ -131,6 +130,18 @@ def _published_times(tree: HtmlElement) -> list[datetime]:
             values += _LD_PUBLISHED.findall(script.text)
     found = (parse_page_date(v.strip().replace("Z", "+00:00")) for v in values)
     return [d for d in found if d is not None]
+
+
+def declared_published(tree: HtmlElement, ld_published: str | None) -> datetime | None:
+    """The publication time the page declares for the article: the article's JSON-LD
+    ``datePublished``, else ``article:published_time``/``itemprop=datePublished`` and kin. Never
+    ``dateModified``: an update is not a publication."""
+    if ld_published and (found := parse_page_date(ld_published.strip().replace("Z", "+00:00"))):
+        return found
+    for value in _TIME_META(tree):
+        if found := parse_page_date(str(value).strip().replace("Z", "+00:00")):
+            return found
+    return None
 
 
 def _page_date(tree: HtmlElement, url: str | None) -> datetime | None:
@@ -203,8 +214,7 @@ def read_meta(tree: HtmlElement, url: str | None) -> PageMeta:
         headlines=headlines(tree, ld.headline, tree.findtext(".//title")),
         credits=ld.authors,
         meta_authors=[str(v) for v in _META_AUTHOR(tree) if str(v).strip()],
-        published=ld.published,
-        modified=ld.modified,
+        published=declared_published(tree, ld.published),
         site_name=site or None,
         description=doc.description,
         image=doc.image,

@@ -137,11 +137,15 @@ def pick_title(headlines: list[tuple[str, str]], feed: str | None, names: set[st
     return text, f"page:{src}"
 
 
-def pick_date(feed_published: datetime | None, page_date, feed_updated: datetime | None,
-              now: datetime) -> tuple[datetime | None, str]:
-    """``page_date`` is a callable: it is computed only when the feed's date is unusable."""
+def pick_date(feed_published: datetime | None, declared: datetime | None, page_date,
+              feed_updated: datetime | None, now: datetime) -> tuple[datetime | None, str]:
+    """``now`` is the fetch time: nothing was published after it. ``declared`` is the page's own
+    ``datePublished``; ``page_date`` is a callable (htmldate), computed only when the feed's and
+    the declared date are unusable."""
     if feed_published is not None and feed_published <= now:
         return feed_published, "feed"
+    if declared is not None and declared <= now:
+        return declared, "page:published"
     found = page_date()
     if found is not None and found <= now:
         return found, "page"
@@ -178,7 +182,7 @@ def merge(page: PageMeta, entry: FeedEntry, *, feed_title: str | None, canonical
     src: dict[str, str] = {}
 
     title, src["title"] = pick_title(page.headlines, entry.title, names)
-    published, src["published_at"] = pick_date(entry.published, page.date, entry.updated, now)
+    published, src["published_at"] = pick_date(entry.published, page.published, page.date, entry.updated, now)
     authors, src["authors"] = pick_authors(page, entry.author, names)
 
     description = clean_field(page.description, "description")
