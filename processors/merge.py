@@ -131,7 +131,10 @@ def pick_title(headlines: list[tuple[str, str]], feed: str | None, names: set[st
         return strip_site(feed, names), "feed"
     if not cands:
         return None, "none"
-    support = [sum(_key(a) == _key(b) or _extends(a, b) for _s, a in cands) for _src, b in cands]
+    # Agreement: the same words, or the same words with an affix; a headline that is another one
+    # plus an affix counts one less (both "X - Paper" tags agree with each other, yet they are "X").
+    support = [sum(_key(a) == _key(b) or _extends(a, b) for _s, a in cands)
+               - any(_extends(b, a) for _s, a in cands) for _src, b in cands]
     best = max(range(len(cands)), key=lambda i: (support[i] + _WEIGHT.get(cands[i][0], 0), -i))
     src, text = cands[best]
     return text, f"page:{src}"
