@@ -30,7 +30,7 @@ from newsflow.elastic import make_es
 from newsflow.settings import Settings
 
 MARK, END_MARK = "<mark>", "</mark>"
-TEXT_FIELDS = ["title^3", "description^2", "text", "source.text", "author.text"]
+TEXT_FIELDS = ["title^3", "description^2", "text", "source.text", "authors.text", "author.text"]  # author: v1
 FACETS = {  # facet name -> keyword field
     "sources": "source",
     "persons": "persons",
@@ -39,7 +39,7 @@ FACETS = {  # facet name -> keyword field
     "languages": "language",
 }
 _HIT_FIELDS = ["title", "source", "host", "language", "published_at", "first_seen_at", "canonical_url",
-               "author", "description", "persons", "organizations", "places", "story_id"]
+               "authors", "author", "description", "persons", "organizations", "places", "story_id"]
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -196,7 +196,7 @@ def _hit(h: dict[str, Any]) -> dict[str, Any]:
         "language": src.get("language"),
         "published_at": src.get("published_at"),
         "url": src.get("canonical_url"),
-        "author": src.get("author"),
+        "authors": src.get("authors") or ([src["author"]] if src.get("author") else []),  # v1 documents: one string
         "persons": src.get("persons", []),
         "organizations": src.get("organizations", []),
         "places": src.get("places", []),
@@ -247,7 +247,8 @@ def print_hits(result: dict[str, Any], console: Console | None = None) -> None:
         title = Text(f"{n:>2}. ", style="dim") + marked(h["title_highlight"] or "(untitled)", "bold underline")
         title.stylize("bold")
         console.print(title)
-        meta = " · ".join(x for x in [h["source"], (h["published_at"] or "undated")[:10], h["language"], h["url"]] if x)
+        meta = " · ".join(x for x in [h["source"], ", ".join(h["authors"][:5]), (h["published_at"] or "undated")[:10],
+                                     h["language"], h["url"]] if x)
         console.print(Text("    " + meta, style="dim"))
         if h["snippet"]:
             console.print(Text("    ") + marked(h["snippet"]))

@@ -5,18 +5,23 @@ The rules (also in the README, "Processing"); ``provenance.fields[name]`` record
 =============  ======================================================================================
 field          rule (first usable wins)
 =============  ======================================================================================
-title          page title, unless it is empty or just the site's name (site name, feed title or
-               host); a trailing `` | Site`` / `` - Site`` naming the site is cut off. Else the
-               feed entry's title.
-published_at   feed ``published``, unless missing or later than the processing time; else the
-               page's date (htmldate as trafilatura runs it, with the time of day from
-               ``article:published_time``/JSON-LD when they name the same day), unless in the
-               future; else the feed's ``updated`` unless in the future; else none. Offsets are
-               kept as given.
-author         page author from structured markup (meta tags, JSON-LD); else the feed entry's
-               author (``By``, e-mail addresses and the site's own name removed); else the page's
-               byline heuristics. Generic values (``admin``, ``staff``, the site name) never win;
-               a list of more than three ``;``-separated items keeps only a leading person name.
+title          the feed's title, unless it is empty, the site's name, cut short ("…" continued by a
+               page headline) or a page headline plus an affix; else the page headline that the
+               page's headlines (JSON-LD ``headline``, ``og:title``, ``h1``, ``twitter:title``,
+               ``<title>``) agree on most, JSON-LD and ``og:title`` breaking ties. A `` | Site`` /
+               `` - Site`` affix naming the site is cut off every candidate. Source ``feed`` or
+               ``page:<tag>``.
+published_at   feed ``published``, unless missing or later than the fetch; else the page's declared
+               ``datePublished`` (JSON-LD, ``article:published_time``, ``itemprop``; never
+               ``dateModified``) unless after the fetch (``page:published``); else htmldate as
+               trafilatura runs it (with the time of day from the markup when it names the same
+               day), unless after the fetch (``page``); else the feed's ``updated``; else none.
+               Offsets are kept as given.
+authors        a list of names (``processors/authors.py``): the feed's ``dc:creator``/``author``;
+               else the page's JSON-LD ``author``; else its author meta tags; else its byline;
+               the first source naming a person wins. Prefixes ("By", "Von", "Par", ...),
+               e-mails, dates and roles go, "A and B" is two names; organisations go, unless no
+               source names a person (then the first credited one is kept).
 description    page meta/Open Graph description; else the feed summary (markup stripped).
 site_name      page site name (``og:site_name``, JSON-LD publisher, ...); else the feed title.
 image          page ``og:image``/JSON-LD image; else the feed entry's image.
@@ -110,8 +115,9 @@ def pick_title(headlines: list[tuple[str, str]], feed: str | None, names: set[st
     * each page headline (JSON-LD ``headline``, ``og:title``, ``h1``, ``twitter:title``,
       ``<title>``) loses a `` | Site``/`` - Site`` affix that names the site, and one that is
       only the site's name is no headline at all;
-    * the feed's title wins unless it is empty, the site's name, or cut short (ends in "…" and a
-      page headline continues it: that headline wins); a site affix is cut off it too;
+    * the feed's title wins unless it is empty, the site's name, cut short (ends in "…" and a
+      page headline continues it) or a page headline plus an affix (a section, a kicker): then that
+      page headline wins; a site affix is cut off the feed's title too;
     * else the page headline that the most page headlines agree with (the same words, or the same
       words with a kicker or affix around them) wins; a tie goes to the more trusted source, in the
       order above.
@@ -128,7 +134,11 @@ def pick_title(headlines: list[tuple[str, str]], feed: str | None, names: set[st
             for src, text in cands:
                 if _key(text).startswith(stem) and len(_key(text)) > len(stem):
                     return text, f"page:{src}"
-        return strip_site(feed, names), "feed"
+        feed = strip_site(feed, names)
+        for src, text in cands:  # "Headline - Politics" in the feed, "Headline" on the page
+            if _extends(feed, text):
+                return text, f"page:{src}"
+        return feed, "feed"
     if not cands:
         return None, "none"
     # Agreement: the same words, or the same words with an affix; a headline that is another one
