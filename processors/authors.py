@@ -9,7 +9,7 @@ One credit string is cut into names and each name cleaned:
 * e-mail addresses, URLs, ``@handles``, bracketed notes ("(dpa)"), dates and times go;
 * the credit is split at ``;``, ``,``, ``|``, ``/``, ``&`` and the word "and" in a dozen languages
   ("and", "und", "et", "y", "e", "en", "og", "och", "i", "és", "ve", "и");
-* what is left is dropped when it is a role ("Reporter", "Redakteur", "Correspondent", ...),
+* what is left is dropped when it is a role ("Reporter", "Political Correspondent", "Redakteur", ...),
   a generic credit ("admin", "staff", "Redaktion", ...), has no letter, or is too long for a name.
 
 Whether a name is an organisation is told by the markup (JSON-LD ``@type``), by the site's own
@@ -97,7 +97,8 @@ def split_credit(value: str | None) -> list[str]:
         name = clean_field(_cut_prefix(part).strip(" -–—:.'\""), "author")
         if not name or len(name) > MAX_NAME_CHARS or not any(ch.isalpha() for ch in name):
             continue
-        if name.casefold() in _GENERIC or name.casefold() in _ROLES or any(ch.isdigit() for ch in name):
+        role = name.casefold() in _ROLES or name.split()[-1].casefold() in _ROLES  # "Chief Political Correspondent"
+        if role or name.casefold() in _GENERIC or any(ch.isdigit() for ch in name):
             continue
         out.append(name)
     return out
