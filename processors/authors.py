@@ -93,11 +93,12 @@ def split_credit(value: str | None) -> list[str]:
     value = _HANDLE.sub(" ", _URL.sub(" ", _EMAIL.sub(" ", value)))
     value = _DATE.sub(" ", _BRACKETS.sub(" ", value))
     out = []
-    for part in _SPLIT.split(_cut_prefix(value)):
+    for i, part in enumerate(_SPLIT.split(_cut_prefix(value))):
         name = clean_field(_cut_prefix(part).strip(" -–—:.'\""), "author")
         if not name or len(name) > MAX_NAME_CHARS or not any(ch.isalpha() for ch in name):
             continue
-        role = name.casefold() in _ROLES or name.split()[-1].casefold() in _ROLES  # "Chief Political Correspondent"
+        # "Jane Doe, Chief Political Correspondent": a role follows a name ("Jane Reporter" is a name)
+        role = name.casefold() in _ROLES or (i > 0 and name.split()[-1].casefold() in _ROLES)
         if role or name.casefold() in _GENERIC or any(ch.isdigit() for ch in name):
             continue
         out.append(name)

@@ -150,3 +150,15 @@ def test_an_xhtml_page_that_declares_its_encoding_in_an_xml_declaration_is_read_
     article = build_article(raw_of(html.encode("iso-8859-2"), charset="iso-8859-2"), limits=Limits(min_chars=10),
                             now=NOW).article
     assert sentence in article.text
+
+
+def test_v1_article_with_one_author_string_is_still_read():
+    article = build_article(raw_of(seed_html(author="Fixture Reporter")), limits=Limits(), now=NOW).article
+    v1 = json.loads(article.to_bytes())
+    del v1["authors"]
+    v1 |= {"schema_version": 1, "author": "Jane Reporter"}
+    old = Article.from_bytes(json.dumps(v1).encode())
+    assert (old.authors, old.schema_version) == (["Jane Reporter"], 2)
+    assert "author" not in json.loads(old.to_bytes())
+    v1["author"] = None
+    assert Article.from_bytes(json.dumps(v1).encode()).authors == []

@@ -30,6 +30,7 @@ SITE = {"harbour gazette", "harbour example", "harbour"}
     ("Jane Doe; John Roe", ["Jane Doe", "John Roe"]),
     ("Jane Doe | Political Correspondent", ["Jane Doe"]),        # a role is no name
     ("Jane Doe, Reporter", ["Jane Doe"]),
+    ("Jane Reporter, Chief Reporter", ["Jane Reporter"]),        # a surname that is a role word stays
     ("Jane Doe (jdoe@harbour.example)", ["Jane Doe"]),          # e-mail and bracketed note go
     ("jdoe@harbour.example", []),
     ("Jane Doe https://harbour.example/authors/jdoe", ["Jane Doe"]),
