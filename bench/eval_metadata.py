@@ -197,6 +197,7 @@ def trafilatura_alone(page: Page) -> Result:
 @dataclass
 class Tally:
     right: Counter[str] = field(default_factory=Counter)
+    given: Counter[str] = field(default_factory=Counter)  # pages where the system gave a value at all
     body: list[tuple[float, float, float]] = field(default_factory=list)
     failures: dict[str, list[str]] = field(default_factory=dict)
 
@@ -209,6 +210,7 @@ class Tally:
             "language": (got.language == page.language, got.language, page.language),
         }
         for name, (ok, value, want) in checks.items():
+            self.given[name] += bool(value)
             if ok:
                 self.right[name] += 1
             else:
@@ -250,7 +252,8 @@ def report(pages: list[Page], ours: dict[str, Tally], theirs: Tally, seconds: fl
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {seconds:.0f}s, trafilatura {trafilatura.__version__}. "
         "Newsflow = the processor's own transform (`build_article`, enrichment off); "
         "trafilatura alone takes no feed entry, so its column is the same in every mode. "
-        "Scoring: see `bench/eval_metadata.py`. A goal is marked ✓/✗.",
+        "Scoring: see `bench/eval_metadata.py`. A goal is marked ✓/✗; n/a: the system gives no such value "
+        "(trafilatura reports no language unless asked to filter by one).",
         "",
         "| field | " + " | ".join(f"Newsflow ({m}) | trafilatura ({m})" for m in MODES) + " |",
         "|---|" + "---:|" * (2 * len(MODES)),
@@ -261,7 +264,7 @@ def report(pages: list[Page], ours: dict[str, Tally], theirs: Tally, seconds: fl
             acc = ours[m].accuracy(name, n)
             goal = GOALS.get((m, name))
             mark = "" if goal is None else (" ✓" if acc >= goal else f" ✗ (goal {goal:.2f})")
-            cells += [f"{acc:.3f}{mark}", f"{theirs.accuracy(name, n):.3f}"]
+            cells += [f"{acc:.3f}{mark}", f"{theirs.accuracy(name, n):.3f}" if theirs.given[name] else "n/a"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for i, label in enumerate(("body precision", "body recall", "body F1")):
         cells = []
