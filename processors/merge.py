@@ -91,21 +91,23 @@ _WEIGHT = {"json-ld": 2.0, "og:title": 1.0}  # a tie-break bonus on top of the a
 _TRUNCATED = re.compile(r"(?:…|\.\.\.|\[\.\.\.\])\s*$")
 
 
-_AFFIX_SEPARATORS = re.compile(r"\s*(?:[|\-–—·•»/ㅣ]|\s)\s*")
+_AFFIX_AFTER = re.compile(r"^\s*[|\-–—·•»/ㅣ]")  # "Headline-Section|Site" too (no spaces, as some CJK sites)
+_WORDS_AFTER = re.compile(r"^\s+\w")
+_AFFIX_BEFORE = re.compile(r"\s[|\-–—·•»/ㅣ]\s+$")
 
 
-def _extends(longer: str, shorter: str) -> bool:
+def _extends(longer: str, shorter: str, *, words: bool = False) -> bool:
     """``longer`` is ``shorter`` with an affix before or after it behind a separator (`` | ``,
-    `` - ``, `` / ``, a line break in an ``h1``), e.g. a section or site name, a kicker; ``shorter``
-    must be a headline, not a word. A colon does not separate an affix: ``Topic: Headline`` is
-    the headline."""
+    `` - ``, `` / ``, ...), e.g. a section or site name or a kicker; ``shorter`` must be a headline,
+    not a word. A colon does not separate an affix (``Topic: Headline`` is the headline). With
+    ``words``, more words after ``shorter`` count too (the longer SEO variant of a headline)."""
     if len(_key(shorter)) < 12 or _key(longer) == _key(shorter):
         return False
     if longer.startswith(shorter):
-        return bool(_AFFIX_SEPARATORS.match(longer[len(shorter):])) and not longer[len(shorter):].lstrip().startswith(":")
+        rest = longer[len(shorter):]
+        return bool(_AFFIX_AFTER.match(rest) or (words and _WORDS_AFTER.match(rest)))
     if longer.endswith(shorter):
-        head = longer[: -len(shorter)]
-        return bool(re.search(r"(?:\s[|\-–—·•»/ㅣ]\s|\n)$", head))
+        return bool(_AFFIX_BEFORE.search(longer[: -len(shorter)]))
     return False
 
 
@@ -119,8 +121,9 @@ def pick_title(headlines: list[tuple[str, str]], feed: str | None, names: set[st
       page headline continues it) or a page headline plus an affix (a section, a kicker): then that
       page headline wins; a site affix is cut off the feed's title too;
     * else the page headline that the most page headlines agree with (the same words, or the same
-      words with a kicker or affix around them) wins; a tie goes to the more trusted source, in the
-      order above.
+      words with a kicker or affix around them or more words after them: the SEO variant) wins,
+      one that is another plus an affix counting one less; JSON-LD (+2) and ``og:title`` (+1)
+      break ties, then the order above.
     """
     cands: list[tuple[str, str]] = []
     for src, value in headlines:
@@ -141,10 +144,11 @@ def pick_title(headlines: list[tuple[str, str]], feed: str | None, names: set[st
         return feed, "feed"
     if not cands:
         return None, "none"
-    # Agreement: the same words, or the same words with an affix; a headline that is another one
-    # plus an affix counts one less (both "X - Paper" tags agree with each other, yet they are "X").
-    support = [sum(_key(a) == _key(b) or _extends(a, b) for _s, a in cands)
-               - any(_extends(b, a) for _s, a in cands) for _src, b in cands]
+    # Agreement: the same words, or the same words with an affix or more words after them; a
+    # headline that is another one plus an affix counts one less (both "X - Paper" tags agree
+    # with each other, yet they are "X").
+    support = [sum(_key(a) == _key(b) or _extends(a, b, words=True) for _s, a in cands)
+               - any(_extends(b, a, words=True) for _s, a in cands) for _src, b in cands]
     best = max(range(len(cands)), key=lambda i: (support[i] + _WEIGHT.get(cands[i][0], 0), -i))
     src, text = cands[best]
     return text, f"page:{src}"

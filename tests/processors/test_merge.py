@@ -36,6 +36,9 @@ HEAD = "Lighthouse to be rebuilt after storm"
     ([("og:title", HEAD)], "Harbour Gazette", HEAD, "page:og:title"),
     ([("og:title", HEAD)], f"{HEAD} - Local news", HEAD, "page:og:title"),
     ([("og:title", HEAD)], f"Opinion | {HEAD}", HEAD, "page:og:title"),
+    ([("og:title", HEAD)], f"{HEAD} in the night", f"{HEAD} in the night", "feed"),  # more words: another headline
+    ([("og:title", HEAD)], f"{HEAD}: what we know", f"{HEAD}: what we know", "feed"),  # a colon ends no affix
+    ([("og:title", f"{HEAD}-News|Harbour Gazette"), ("json-ld", HEAD)], None, HEAD, "page:json-ld"),  # no spaces
     # no feed title: the headline the page's tags agree on
     ([("og:title", HEAD), ("h1", HEAD), ("title", f"{HEAD} | Harbour Gazette")], None, HEAD, "page:og:title"),
     ([("og:title", f"{HEAD} - Harbour Daily"), ("h1", HEAD), ("title", f"{HEAD} - Harbour Daily")], None,
