@@ -119,7 +119,9 @@ def pick_title(headlines: list[tuple[str, str]], feed: str | None, names: set[st
       only the site's name is no headline at all;
     * the feed's title wins unless it is empty, the site's name, cut short (ends in "…" and a
       page headline continues it) or a page headline plus an affix (a section, a kicker): then that
-      page headline wins; a site affix is cut off the feed's title too;
+      page headline wins; a site affix is cut off the feed's title too. When no page headline
+      agrees with the feed's title while at least two page headlines agree with each other, the
+      page's headline wins (the feed carries a short or an older title);
     * else the page headline that the most page headlines agree with (the same words, or the same
       words with a kicker or affix around them or more words after them: the SEO variant) wins,
       one that is another plus an affix counting one less; JSON-LD (+2) and ``og:title`` (+1)
@@ -141,17 +143,29 @@ def pick_title(headlines: list[tuple[str, str]], feed: str | None, names: set[st
         for src, text in cands:  # "Headline - Politics" in the feed, "Headline" on the page
             if _extends(feed, text):
                 return text, f"page:{src}"
-        return feed, "feed"
+        if any(_key(text) == _key(feed) or _extends(text, feed, words=True) for _s, text in cands):
+            return feed, "feed"  # the page says so too
+        best, agreeing = _vote(cands)
+        if agreeing < 2:  # the page's headlines do not agree either: the feed's stands
+            return feed, "feed"
+        src, text = cands[best]
+        return text, f"page:{src}"  # the page's tags agree on another headline
     if not cands:
         return None, "none"
-    # Agreement: the same words, or the same words with an affix or more words after them; a
-    # headline that is another one plus an affix counts one less (both "X - Paper" tags agree
-    # with each other, yet they are "X").
-    support = [sum(_key(a) == _key(b) or _extends(a, b, words=True) for _s, a in cands)
-               - any(_extends(b, a, words=True) for _s, a in cands) for _src, b in cands]
-    best = max(range(len(cands)), key=lambda i: (support[i] + _WEIGHT.get(cands[i][0], 0), -i))
+    best, _agreeing = _vote(cands)
     src, text = cands[best]
     return text, f"page:{src}"
+
+
+def _vote(cands: list[tuple[str, str]]) -> tuple[int, int]:
+    """Index of the page headline most page headlines agree with, and how many do. Agreement
+    means the same words, or the same words with an affix or more words after them; a headline
+    that is another one plus an affix counts one less (both "X - Paper" tags agree with each
+    other, yet they are "X"). JSON-LD and ``og:title`` get a tie-break bonus (``_WEIGHT``)."""
+    agree = [sum(_key(a) == _key(b) or _extends(a, b, words=True) for _s, a in cands) for _src, b in cands]
+    support = [n - any(_extends(b, a, words=True) for _s, a in cands) for n, (_src, b) in zip(agree, cands)]
+    best = max(range(len(cands)), key=lambda i: (support[i] + _WEIGHT.get(cands[i][0], 0), -i))
+    return best, agree[best]
 
 
 def pick_date(feed_published: datetime | None, declared: datetime | None, page_date,

@@ -32,7 +32,7 @@ def test_page_and_feed_metadata_are_merged_with_provenance():
     entry = FeedEntry(title="Feed headline", published=datetime(2022, 2, 9, 18, 5, tzinfo=UTC),
                       author="By Jane Reporter", tags=["Ukraine"])
     article = build_article(raw_of(seed_html(), entry=entry), limits=Limits(), now=NOW).article
-    assert article.title == "Feed headline" and article.provenance.fields["title"] == "feed"  # nothing against it
+    assert article.title == SEED_TITLE  # h1 and <title> (site name cut off) agree, the feed's title differs
     assert article.published_at == datetime(2022, 2, 9, 18, 5, tzinfo=UTC)  # the feed's date wins
     assert article.authors == ["Jane Reporter"]  # the feed's, cleaned
     assert article.site_name == SITE and article.source == "Fixture Times - World"
@@ -40,7 +40,7 @@ def test_page_and_feed_metadata_are_merged_with_provenance():
     assert article.tags == ["Ukraine"]
     assert article.provenance.extractor == "trafilatura"
     assert article.provenance.fields.items() >= {
-        "title": "feed", "published_at": "feed", "authors": "feed", "site_name": "page", "text": "trafilatura",
+        "title": "page:h1", "published_at": "feed", "authors": "feed", "site_name": "page", "text": "trafilatura",
         "language": "page:html-lang", "canonical_url": "fetched",
     }.items()
     assert article.provenance.steps == {"enrichment": "off (settings.enrich)"}

@@ -36,6 +36,9 @@ HEAD = "Lighthouse to be rebuilt after storm"
     ([("og:title", HEAD)], "Harbour Gazette", HEAD, "page:og:title"),
     ([("og:title", HEAD)], f"{HEAD} - Local news", HEAD, "page:og:title"),
     ([("og:title", HEAD)], f"Opinion | {HEAD}", HEAD, "page:og:title"),
+    ([("og:title", HEAD), ("h1", HEAD)], "Lighthouse vote", HEAD, "page:og:title"),  # the page agrees on another one
+    ([("og:title", HEAD), ("h1", "Vote on the lighthouse")], "Lighthouse vote", "Lighthouse vote", "feed"),  # it does not
+    ([("og:title", HEAD), ("h1", "Lighthouse vote")], "Lighthouse vote", "Lighthouse vote", "feed"),  # one tag says so too
     ([("og:title", HEAD)], f"{HEAD} in the night", f"{HEAD} in the night", "feed"),  # more words: another headline
     ([("og:title", HEAD)], f"{HEAD}: what we know", f"{HEAD}: what we know", "feed"),  # a colon ends no affix
     ([("og:title", f"{HEAD}-News|Harbour Gazette"), ("json-ld", HEAD)], None, HEAD, "page:json-ld"),  # no spaces

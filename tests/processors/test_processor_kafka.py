@@ -19,7 +19,7 @@ from processors.processor import make_runner
 from tests.processors.kafka_helpers import (
     header_map, produce, produce_pages, raw_record, read_topic, synthetic_page,
 )
-from tests.processors.pages import seed_html, slow_html
+from tests.processors.pages import SEED_TITLE, seed_html, slow_html
 from tests.processors.seed_checks import check_seed_article
 from tests.support.feeds import rss
 
@@ -44,8 +44,8 @@ def test_seed_page_through_the_pipeline(site, tmp_path, make_settings):
 
     [article] = articles(s).values()
     check_seed_article(article.model_dump(mode="json"))
-    assert article.title == "Russia keeps building up forces" and article.published_at == published  # the feed's
-    assert article.provenance.fields["title"] == "feed" and article.provenance.fields["published_at"] == "feed"
+    assert article.title == SEED_TITLE and article.published_at == published  # the page's tags agree on it
+    assert article.provenance.fields["title"] == "page:h1" and article.provenance.fields["published_at"] == "feed"
     assert article.authors == ["Fixture Desk"] and article.provenance.fields["authors"] == "feed"  # no person named
     assert article.story_id == article.id and article.minhash and article.keywords
 
