@@ -6,7 +6,8 @@ The rules (also in the README, "Processing"); ``provenance.fields[name]`` record
 field          rule (first usable wins)
 =============  ======================================================================================
 title          the feed's title, unless it is empty, the site's name, cut short ("…" continued by a
-               page headline) or a page headline plus an affix; else the page headline that the
+               page headline), a page headline plus an affix, or disagrees with every page
+               headline while two of them agree with each other; else the page headline that the
                page's headlines (JSON-LD ``headline``, ``og:title``, ``h1``, ``twitter:title``,
                ``<title>``) agree on most, JSON-LD and ``og:title`` breaking ties. A `` | Site`` /
                `` - Site`` affix naming the site is cut off every candidate. Source ``feed`` or
