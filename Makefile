@@ -19,9 +19,10 @@ FEEDS ?= deploy/feeds.yaml ## feed list for `make run`
 DEMO_PORT ?= 8765 ## port of the offline demo site (make demo)
 PYTEST_ARGS ?= ## extra pytest arguments, e.g. PYTEST_ARGS='-x -k lag'
 REPLAY_ARGS ?= ## arguments of `newsflow dlq replay` (make replay)
+EVAL_ARGS ?= ## arguments of bench/eval_metadata.py (make eval), e.g. EVAL_ARGS='--limit 20'
 KIBANA_URL ?= http://127.0.0.1:5601 ## Kibana that `make kibana` imports the saved objects into
 KIBANA_AUTH ?= ## user:password for `make kibana` (empty = no authentication)
-VARS := KAFKA_HOST KAFKA_PORT KAFKA_BROKERS ES_HOST ES_PORT METRICS_PORT FEEDS DEMO_PORT PYTEST_ARGS REPLAY_ARGS KIBANA_URL KIBANA_AUTH
+VARS := KAFKA_HOST KAFKA_PORT KAFKA_BROKERS ES_HOST ES_PORT METRICS_PORT FEEDS DEMO_PORT PYTEST_ARGS REPLAY_ARGS EVAL_ARGS KIBANA_URL KIBANA_AUTH
 # The "## doc" above leaves trailing blanks in the values: strip them.
 $(foreach v,$(VARS),$(eval override $(v) := $(strip $($(v)))))
 
@@ -36,7 +37,7 @@ export NEWSFLOW_METRICS_PORT ?= $(METRICS_PORT)
 export NEWSFLOW_FEEDS_FILE ?= $(abspath $(FEEDS))
 export NEWSFLOW_CORPUS ?= $(abspath ../shared/corpus)
 
-.PHONY: help install up down status logs topics templates run demo stop test test-unit test-chaos bench replay kibana clean
+.PHONY: help install up down status logs topics templates run demo stop test test-unit test-chaos bench eval replay kibana clean
 
 help: ## list the targets and variables
 	@echo "Newsflow: feeds -> Kafka -> enrichment -> Elasticsearch. Quick start: make run, make test."
@@ -95,6 +96,9 @@ test-chaos: up ## fault-injection + hostile-input suites; chaos runs its own Kaf
 
 bench: up ## benchmark report: bench/report.md and plots (never part of `make test`; BENCH_ARGS=--quick)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+eval: install ## metadata accuracy on real publisher pages, Newsflow vs trafilatura: bench/eval.md (needs no stack)
+	$(BIN)/python bench/eval_metadata.py $(EVAL_ARGS)
 
 replay: install ## re-inject dead letters after a fix: newsflow dlq replay $(REPLAY_ARGS)
 	$(BIN)/newsflow dlq replay $(REPLAY_ARGS)

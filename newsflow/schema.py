@@ -11,16 +11,18 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import datetime
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ingest.urls import identity_key
 
 Access = Literal["free", "paywalled", "unknown"]  # Article.access (processors/access.py)
 ACCESS_VALUES: tuple[str, ...] = get_args(Access)
 RAW_SCHEMA_VERSION = 1
-ARTICLE_SCHEMA_VERSION = 1
+# Article v2: ``authors`` (a list of names) replaces v1's ``author`` (one string). A v1 record is
+# still read: its ``author`` becomes a one-name ``authors`` list.
+ARTICLE_SCHEMA_VERSION = 2
 
 
 def article_id(canonical_url: str) -> str:
@@ -101,7 +103,7 @@ class Provenance(_Model):
 
 
 class Article(_Model):
-    schema_version: Literal[1] = ARTICLE_SCHEMA_VERSION
+    schema_version: Literal[1, 2] = ARTICLE_SCHEMA_VERSION
     id: str
     url: str
     canonical_url: str
@@ -113,7 +115,7 @@ class Article(_Model):
     title: str | None = None
     text: str
     description: str | None = None
-    author: str | None = None
+    authors: list[str] = Field(default_factory=list, description="Person names (processors/authors.py).")
     published_at: datetime | None = None
     fetched_at: datetime
     first_seen_at: datetime
@@ -138,3 +140,14 @@ class Article(_Model):
     minhash: str | None = Field(None, description="MinHash of word 3-shingles: base64 of 64 little-endian uint32.")
     story_id: str | None = None
     provenance: Provenance
+
+    @model_validator(mode="before")
+    @classmethod
+    def _v1_author(cls, data: Any) -> Any:
+        """A v1 record's one ``author`` string -> ``authors`` (read as v2 from then on)."""
+        if isinstance(data, dict) and "author" in data:
+            data = dict(data)
+            author = data.pop("author")
+            data.setdefault("authors", [author] if author else [])
+            data["schema_version"] = ARTICLE_SCHEMA_VERSION
+        return data

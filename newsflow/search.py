@@ -32,7 +32,7 @@ from newsflow.elastic import make_es
 from newsflow.settings import Settings
 
 MARK, END_MARK = "<mark>", "</mark>"
-TEXT_FIELDS = ["title^3", "description^2", "text", "source.text", "author.text"]
+TEXT_FIELDS = ["title^3", "description^2", "text", "source.text", "authors.text", "author.text"]  # author: v1
 FACETS = {  # facet name -> keyword field
     "sources": "source",
     "persons": "persons",
@@ -43,7 +43,7 @@ FACETS = {  # facet name -> keyword field
 }
 _MISSING = {"access": "unknown"}  # documents indexed before the field existed
 _HIT_FIELDS = ["title", "source", "host", "language", "published_at", "first_seen_at", "canonical_url",
-               "author", "description", "persons", "organizations", "places", "story_id", "access"]
+               "authors", "author", "description", "persons", "organizations", "places", "story_id", "access"]
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -212,7 +212,7 @@ def _hit(h: dict[str, Any]) -> dict[str, Any]:
         "language": src.get("language"),
         "published_at": src.get("published_at"),
         "url": src.get("canonical_url"),
-        "author": src.get("author"),
+        "authors": src.get("authors") or ([src["author"]] if src.get("author") else []),  # v1 documents: one string
         "persons": src.get("persons", []),
         "organizations": src.get("organizations", []),
         "places": src.get("places", []),
@@ -265,8 +265,8 @@ def print_hits(result: dict[str, Any], console: Console | None = None) -> None:
         title.stylize("bold")
         console.print(title)
         access = h["access"] if h["access"] != "unknown" else None
-        meta = " · ".join(x for x in [h["source"], (h["published_at"] or "undated")[:10], h["language"], access,
-                                      h["url"]] if x)
+        meta = " · ".join(x for x in [h["source"], ", ".join(h["authors"][:5]), (h["published_at"] or "undated")[:10],
+                                      h["language"], access, h["url"]] if x)
         console.print(Text("    " + meta, style="dim"))
         if h["snippet"]:
             console.print(Text("    ") + marked(h["snippet"]))

@@ -76,7 +76,7 @@ def build_article(raw: RawArticle, *, limits: Limits, enricher: Enricher | None 
     page = read_meta(tree, raw.final_url)
     access_signals = read_signals(tree)  # before extraction rewrites the tree
     merged = merge(page, raw.entry, feed_title=raw.feed_title, canonical=raw.canonical_url,
-                   canonical_from=raw.canonical_from, now=now)
+                   canonical_from=raw.canonical_from, now=min(now, raw.fetched_at))  # nothing is newer than the fetch
     extraction = extract_text(tree, html, raw.final_url, min_chars=limits.min_chars)
     timings = {"extract": time.process_time() - t}
     t = time.process_time()
@@ -164,7 +164,7 @@ def _assemble(*, ident: str, url: str, final_url: str | None, feed_url: str | No
         title=merged.title,
         text=text,
         description=merged.description,
-        author=merged.author,
+        authors=merged.authors,
         published_at=merged.published_at,
         fetched_at=fetched_at,
         first_seen_at=first_seen_at,

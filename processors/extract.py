@@ -32,6 +32,8 @@ from lxml.html import HtmlElement
 from trafilatura import metadata as tmeta
 from trafilatura.utils import load_html
 
+from processors.jsonld import Credit, read_article_ld
+
 log = logging.getLogger(__name__)
 
 EXTRACTOR = "trafilatura"
@@ -55,10 +57,14 @@ class PageMeta:
     trafilatura's category/tag-link heuristics cost more than all the other metadata together."""
 
     title: str | None = None
+    headlines: list[tuple[str, str]] = field(default_factory=list)  # (source, text), see ``headlines``
     site_name: str | None = None
     description: str | None = None
     image: str | None = None
     author: str | None = None
+    credits: list[Credit] = field(default_factory=list)  # JSON-LD ``author`` entries, typed
+    meta_authors: list[str] = field(default_factory=list)  # ``<meta name="author">`` values
+    published: datetime | None = None  # declared publication time, see ``declared_published``
     categories: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     lang: str | None = None
@@ -126,6 +132,18 @@ def _published_times(tree: HtmlElement) -> list[datetime]:
     return [d for d in found if d is not None]
 
 
+def declared_published(tree: HtmlElement, ld_published: str | None) -> datetime | None:
+    """The publication time the page declares for the article: the article's JSON-LD
+    ``datePublished``, else ``article:published_time``/``itemprop=datePublished`` and kin. Never
+    ``dateModified``: an update is not a publication."""
+    if ld_published and (found := parse_page_date(ld_published.strip().replace("Z", "+00:00"))):
+        return found
+    for value in _TIME_META(tree):
+        if found := parse_page_date(str(value).strip().replace("Z", "+00:00")):
+            return found
+    return None
+
+
 def _page_date(tree: HtmlElement, url: str | None) -> datetime | None:
     """htmldate as trafilatura runs it (original publication date, extensive search), so the day
     is trafilatura's; when it comes without a time (e.g. from the URL) and the publication-time
@@ -152,8 +170,38 @@ def _structured(tree: HtmlElement) -> tmeta.Document:
     return doc
 
 
+_OG_TITLE = XPath("//meta[@property='og:title' or @name='og:title']/@content")
+_TWITTER_TITLE = XPath("//meta[@name='twitter:title' or @property='twitter:title']/@content")
+_H1 = XPath("//h1")
+_META_AUTHOR = XPath("//meta[@name='author' or @property='author' or @name='dc.creator'"
+                     " or @name='DC.creator' or @property='article:author_name']/@content")
+
+
+def _h1(tree: HtmlElement) -> str | None:
+    """The article's ``h1``: the first non-empty one inside ``<article>``/``<main>``, else the first
+    non-empty one of the page. Line breaks inside it (a kicker above the headline) are kept as
+    `` | `` so that the title rule can tell the parts apart."""
+    found = [h for h in _H1(tree) if h.text_content().strip()]
+    inside = [h for h in found if any(a.tag in ("article", "main") for a in h.iterancestors())]
+    for h in inside or found:
+        parts = [" ".join(t.split()) for t in h.itertext()]
+        text = " ".join(p for p in parts if p)
+        if text:
+            return text
+    return None
+
+
+def headlines(tree: HtmlElement, ld_headline: str | None, title_tag: str | None) -> list[tuple[str, str]]:
+    """Every headline the page states, in order of trust: JSON-LD ``headline``, ``og:title``, the
+    article's ``h1``, ``twitter:title``, ``<title>``. The merge picks among them by agreement."""
+    found = [("json-ld", ld_headline), ("og:title", next(iter(_OG_TITLE(tree)), None)), ("h1", _h1(tree)),
+             ("twitter:title", next(iter(_TWITTER_TITLE(tree)), None)), ("title", title_tag)]
+    return [(src, str(v)) for src, v in found if v and str(v).strip()]
+
+
 def read_meta(tree: HtmlElement, url: str | None) -> PageMeta:
     """Metadata of the untouched tree. Call before ``extract_text``."""
+    ld = read_article_ld(tree)
     doc = _structured(tree)
     site = doc.sitename or tmeta.extract_sitename(tree)
     if site:
@@ -163,6 +211,10 @@ def read_meta(tree: HtmlElement, url: str | None) -> PageMeta:
     html_lang = tree.get("lang") or tree.get("xml:lang")
     return PageMeta(
         title=doc.title or tmeta.extract_title(tree),
+        headlines=headlines(tree, ld.headline, tree.findtext(".//title")),
+        credits=ld.authors,
+        meta_authors=[str(v) for v in _META_AUTHOR(tree) if str(v).strip()],
+        published=declared_published(tree, ld.published),
         site_name=site or None,
         description=doc.description,
         image=doc.image,

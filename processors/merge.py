@@ -5,18 +5,24 @@ The rules (also in the README, "Processing"); ``provenance.fields[name]`` record
 =============  ======================================================================================
 field          rule (first usable wins)
 =============  ======================================================================================
-title          page title, unless it is empty or just the site's name (site name, feed title or
-               host); a trailing `` | Site`` / `` - Site`` naming the site is cut off. Else the
-               feed entry's title.
-published_at   feed ``published``, unless missing or later than the processing time; else the
-               page's date (htmldate as trafilatura runs it, with the time of day from
-               ``article:published_time``/JSON-LD when they name the same day), unless in the
-               future; else the feed's ``updated`` unless in the future; else none. Offsets are
-               kept as given.
-author         page author from structured markup (meta tags, JSON-LD); else the feed entry's
-               author (``By``, e-mail addresses and the site's own name removed); else the page's
-               byline heuristics. Generic values (``admin``, ``staff``, the site name) never win;
-               a list of more than three ``;``-separated items keeps only a leading person name.
+title          the feed's title, unless it is empty, the site's name, cut short ("…" continued by a
+               page headline), a page headline plus an affix, or disagrees with every page
+               headline while two of them agree with each other; else the page headline that the
+               page's headlines (JSON-LD ``headline``, ``og:title``, ``h1``, ``twitter:title``,
+               ``<title>``) agree on most, JSON-LD and ``og:title`` breaking ties. A `` | Site`` /
+               `` - Site`` affix naming the site is cut off every candidate. Source ``feed`` or
+               ``page:<tag>``.
+published_at   feed ``published``, unless missing or later than the fetch; else the page's declared
+               ``datePublished`` (JSON-LD, ``article:published_time``, ``itemprop``; never
+               ``dateModified``) unless after the fetch (``page:published``); else htmldate as
+               trafilatura runs it (with the time of day from the markup when it names the same
+               day), unless after the fetch (``page``); else the feed's ``updated``; else none.
+               Offsets are kept as given.
+authors        a list of names (``processors/authors.py``): the feed's ``dc:creator``/``author``;
+               else the page's JSON-LD ``author``; else its author meta tags; else its byline;
+               the first source naming a person wins. Prefixes ("By", "Von", "Par", ...),
+               e-mails, dates and roles go, "A and B" is two names; organisations go, unless no
+               source names a person (then the first credited one is kept).
 description    page meta/Open Graph description; else the feed summary (markup stripped).
 site_name      page site name (``og:site_name``, JSON-LD publisher, ...); else the feed title.
 image          page ``og:image``/JSON-LD image; else the feed entry's image.
@@ -39,23 +45,18 @@ from urllib.parse import urlsplit
 
 from ingest.urls import bare_host
 from newsflow.schema import FeedEntry
+from processors.authors import names_of, people
 from processors.clean import clean_field, clean_list, strip_html
 from processors.extract import PageMeta
 
 _SEPARATORS = r"\s+[|\-–—:·•»]\s+"
-_EMAIL = re.compile(r"\(?\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b\)?")
-_BY = re.compile(r"^(?:by|von|par|por|door|di)\s+", re.IGNORECASE)
-_GENERIC_AUTHORS = {
-    "admin", "administrator", "staff", "editor", "editors", "redaktion", "editorial", "newsroom",
-    "news desk", "newsdesk", "web desk", "webmaster", "anonymous", "unknown", "guest", "author",
-}
 
 
 @dataclass(frozen=True)
 class Merged:
     title: str | None = None
     published_at: datetime | None = None
-    author: str | None = None
+    authors: list[str] = field(default_factory=list)
     description: str | None = None
     site_name: str | None = None
     image: str | None = None
@@ -87,22 +88,96 @@ def strip_site(title: str, names: set[str]) -> str:
     return title
 
 
-def pick_title(page: str | None, feed: str | None, names: set[str]) -> tuple[str | None, str]:
-    page, feed = clean_field(page), clean_field(feed)
-    if page and _key(page) not in names:
-        return strip_site(page, names), "page"
+_WEIGHT = {"json-ld": 2.0, "og:title": 1.0}  # a tie-break bonus on top of the agreement count
+_TRUNCATED = re.compile(r"(?:…|\.\.\.|\[\.\.\.\])\s*$")
+
+
+_AFFIX_AFTER = re.compile(r"^\s*[|\-–—·•»/ㅣ]")  # "Headline-Section|Site" too (no spaces, as some CJK sites)
+_WORDS_AFTER = re.compile(r"^\s+\w")
+_AFFIX_BEFORE = re.compile(r"\s[|\-–—·•»/ㅣ]\s+$")
+
+
+def _extends(longer: str, shorter: str, *, words: bool = False) -> bool:
+    """``longer`` is ``shorter`` with an affix before or after it behind a separator (`` | ``,
+    `` - ``, `` / ``, ...), e.g. a section or site name or a kicker; ``shorter`` must be a headline,
+    not a word. A colon does not separate an affix (``Topic: Headline`` is the headline). With
+    ``words``, more words after ``shorter`` count too (the longer SEO variant of a headline)."""
+    if len(_key(shorter)) < 12 or _key(longer) == _key(shorter):
+        return False
+    if longer.startswith(shorter):
+        rest = longer[len(shorter):]
+        return bool(_AFFIX_AFTER.match(rest) or (words and _WORDS_AFTER.match(rest)))
+    if longer.endswith(shorter):
+        return bool(_AFFIX_BEFORE.search(longer[: -len(shorter)]))
+    return False
+
+
+def pick_title(headlines: list[tuple[str, str]], feed: str | None, names: set[str]) -> tuple[str | None, str]:
+    """The headline, by evidence (README, "Metadata merge rules"):
+
+    * each page headline (JSON-LD ``headline``, ``og:title``, ``h1``, ``twitter:title``,
+      ``<title>``) loses a `` | Site``/`` - Site`` affix that names the site, and one that is
+      only the site's name is no headline at all;
+    * the feed's title wins unless it is empty, the site's name, cut short (ends in "…" and a
+      page headline continues it) or a page headline plus an affix (a section, a kicker): then that
+      page headline wins; a site affix is cut off the feed's title too. When no page headline
+      agrees with the feed's title while at least two page headlines agree with each other, the
+      page's headline wins (the feed carries a short or an older title);
+    * else the page headline that the most page headlines agree with (the same words, or the same
+      words with a kicker or affix around them or more words after them: the SEO variant) wins,
+      one that is another plus an affix counting one less; JSON-LD (+2) and ``og:title`` (+1)
+      break ties, then the order above.
+    """
+    cands: list[tuple[str, str]] = []
+    for src, value in headlines:
+        text = clean_field(value)
+        if text and _key(text) not in names and (text := strip_site(text, names)):
+            cands.append((src, text))
+    feed = clean_field(feed)
     if feed and _key(feed) not in names:
-        return feed, "feed"
-    if page or feed:
-        return (page, "page") if page else (feed, "feed")
-    return None, "none"
+        if _TRUNCATED.search(feed):
+            stem = _key(_TRUNCATED.sub("", feed))
+            for src, text in cands:
+                if _key(text).startswith(stem) and len(_key(text)) > len(stem):
+                    return text, f"page:{src}"
+        feed = strip_site(feed, names)
+        for src, text in cands:  # "Headline - Politics" in the feed, "Headline" on the page
+            if _extends(feed, text):
+                return text, f"page:{src}"
+        if any(_key(text) == _key(feed) or _extends(text, feed, words=True) for _s, text in cands):
+            return feed, "feed"  # the page says so too
+        best, agreeing = _vote(cands)
+        if agreeing < 2:  # the page's headlines do not agree either: the feed's stands
+            return feed, "feed"
+        src, text = cands[best]
+        return text, f"page:{src}"  # the page's tags agree on another headline
+    if not cands:
+        return None, "none"
+    best, _agreeing = _vote(cands)
+    src, text = cands[best]
+    return text, f"page:{src}"
 
 
-def pick_date(feed_published: datetime | None, page_date, feed_updated: datetime | None,
-              now: datetime) -> tuple[datetime | None, str]:
-    """``page_date`` is a callable: it is computed only when the feed's date is unusable."""
+def _vote(cands: list[tuple[str, str]]) -> tuple[int, int]:
+    """Index of the page headline most page headlines agree with, and how many do. Agreement
+    means the same words, or the same words with an affix or more words after them; a headline
+    that is another one plus an affix counts one less (both "X - Paper" tags agree with each
+    other, yet they are "X"). JSON-LD and ``og:title`` get a tie-break bonus (``_WEIGHT``)."""
+    agree = [sum(_key(a) == _key(b) or _extends(a, b, words=True) for _s, a in cands) for _src, b in cands]
+    support = [n - any(_extends(b, a, words=True) for _s, a in cands) for n, (_src, b) in zip(agree, cands)]
+    best = max(range(len(cands)), key=lambda i: (support[i] + _WEIGHT.get(cands[i][0], 0), -i))
+    return best, agree[best]
+
+
+def pick_date(feed_published: datetime | None, declared: datetime | None, page_date,
+              feed_updated: datetime | None, now: datetime) -> tuple[datetime | None, str]:
+    """``now`` is the fetch time: nothing was published after it. ``declared`` is the page's own
+    ``datePublished``; ``page_date`` is a callable (htmldate), computed only when the feed's and
+    the declared date are unusable."""
     if feed_published is not None and feed_published <= now:
         return feed_published, "feed"
+    if declared is not None and declared <= now:
+        return declared, "page:published"
     found = page_date()
     if found is not None and found <= now:
         return found, "page"
@@ -111,30 +186,24 @@ def pick_date(feed_published: datetime | None, page_date, feed_updated: datetime
     return None, "none"
 
 
-def clean_author(value: str | None, names: set[str]) -> str | None:
-    if not value:
-        return None
-    parts = [p.strip() for p in value.split(";")]
-    if len(parts) > 3:  # "Jan Doe; Journalist; Columnist; Author", "CSP; International; Solar; ..."
-        if not re.fullmatch(r"(?:[A-ZÀ-Þ][\w'’.-]+\s+){1,3}[A-ZÀ-Þ][\w'’.-]+", parts[0]):
-            return None
-        value = parts[0]
-    value = _EMAIL.sub(" ", value)
-    value = clean_field(_BY.sub("", clean_field(value) or ""), "author")
-    if not value or value.casefold() in _GENERIC_AUTHORS or _key(value) in names:
-        return None
-    if not any(ch.isalpha() for ch in value):
-        return None
-    return value
-
-
-def pick_author(page: PageMeta, feed: str | None, names: set[str]) -> tuple[str | None, str]:
-    for value, source in ((page.author, "page"), (feed, "feed")):
-        if (author := clean_author(value, names)) is not None:
-            return author, source
-    if (author := clean_author(page.byline(), names)) is not None:
-        return author, "page:byline"
-    return None, "none"
+def pick_authors(page: PageMeta, feed: str | None, names: set[str]) -> tuple[list[str], str]:
+    """The feed's ``dc:creator``/``author``; else the page's JSON-LD ``author``, its author meta
+    tags, then its byline; the first source that names a person wins (``processors/authors.py``).
+    When no source names a person, the first organisation credited is kept."""
+    page_credits = (
+        ("feed", lambda: [(feed, False)]),
+        ("page:json-ld", lambda: [(c.name, c.organisation) for c in page.credits]),
+        ("page:meta", lambda: [(v, False) for v in page.meta_authors] + [(page.author, False)]),
+        ("page:byline", lambda: [(page.byline(), False)]),
+    )
+    fallback: tuple[list[str], str] = ([], "none")
+    for source, credits in page_credits:
+        found = names_of(credits(), names)
+        if any(not n.organisation for n in found):
+            return people(found), source
+        if found and not fallback[0]:
+            fallback = people(found), source
+    return fallback
 
 
 def merge(page: PageMeta, entry: FeedEntry, *, feed_title: str | None, canonical: str, canonical_from: str,
@@ -144,9 +213,9 @@ def merge(page: PageMeta, entry: FeedEntry, *, feed_title: str | None, canonical
     names = site_names(site_name, feed_title, host)
     src: dict[str, str] = {}
 
-    title, src["title"] = pick_title(page.title, entry.title, names)
-    published, src["published_at"] = pick_date(entry.published, page.date, entry.updated, now)
-    author, src["author"] = pick_author(page, entry.author, names)
+    title, src["title"] = pick_title(page.headlines, entry.title, names)
+    published, src["published_at"] = pick_date(entry.published, page.published, page.date, entry.updated, now)
+    authors, src["authors"] = pick_authors(page, entry.author, names)
 
     description = clean_field(page.description, "description")
     src["description"] = "page" if description else "none"
@@ -173,7 +242,7 @@ def merge(page: PageMeta, entry: FeedEntry, *, feed_title: str | None, canonical
 
     src["canonical_url"] = canonical_from
     return Merged(
-        title=title, published_at=published, author=author, description=description,
+        title=title, published_at=published, authors=authors, description=description,
         site_name=site_name, image=image, categories=categories, tags=tags,
         canonical_url=canonical, sources=src,
     )

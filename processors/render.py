@@ -22,7 +22,7 @@ def render_article(a: Article) -> Group:
     meta.add_column()
     meta.add_column(style="dim")
     rows = [
-        ("title", a.title, src.get("title")), ("author", a.author, src.get("author")),
+        ("title", a.title, src.get("title")), ("authors", ", ".join(a.authors) or None, src.get("authors")),
         ("published", a.published_at.isoformat() if a.published_at else None, src.get("published_at")),
         ("source", a.source, None), ("site name", a.site_name, src.get("site_name")),
         ("url", a.url, None), ("canonical", a.canonical_url, src.get("canonical_url")),

@@ -153,7 +153,7 @@ def test_malformed_documents_go_to_the_dlq_while_the_rest_of_the_batch_is_indexe
 def test_keyword_values_beyond_the_term_limit_do_not_reject_the_document(make_settings):
     s = make_settings()
     immense = "é" * 20000  # 40,000 bytes: Lucene refuses terms over 32,766
-    a = make_article(persons=["Jen Psaki", immense], keywords=[immense], author=immense, source=immense)
+    a = make_article(persons=["Jen Psaki", immense], keywords=[immense], authors=[immense], source=immense)
     long_url = "https://news.example.org/" + "a" * 40000
     b = make_article(long_url, provenance=a.provenance.model_copy(update={"fields": {"title": immense}}))
     produce(s, [a, b])

@@ -32,15 +32,15 @@ def test_page_and_feed_metadata_are_merged_with_provenance():
     entry = FeedEntry(title="Feed headline", published=datetime(2022, 2, 9, 18, 5, tzinfo=UTC),
                       author="By Jane Reporter", tags=["Ukraine"])
     article = build_article(raw_of(seed_html(), entry=entry), limits=Limits(), now=NOW).article
-    assert article.title == SEED_TITLE  # page title, site name cut off
+    assert article.title == SEED_TITLE  # h1 and <title> (site name cut off) agree, the feed's title differs
     assert article.published_at == datetime(2022, 2, 9, 18, 5, tzinfo=UTC)  # the feed's date wins
-    assert article.author == "Jane Reporter"  # no author markup on the page: the feed's, cleaned
+    assert article.authors == ["Jane Reporter"]  # the feed's, cleaned
     assert article.site_name == SITE and article.source == "Fixture Times - World"
     assert article.language == "en"  # <html lang> when enrichment is off
     assert article.tags == ["Ukraine"]
     assert article.provenance.extractor == "trafilatura"
     assert article.provenance.fields.items() >= {
-        "title": "page", "published_at": "feed", "author": "feed", "site_name": "page", "text": "trafilatura",
+        "title": "page:h1", "published_at": "feed", "authors": "feed", "site_name": "page", "text": "trafilatura",
         "language": "page:html-lang", "canonical_url": "fetched",
     }.items()
     assert article.provenance.steps == {"enrichment": "off (settings.enrich)"}
@@ -83,8 +83,9 @@ def test_page_metadata_fills_what_the_feed_lacks():
     page = seed_html(author="Fixture Reporter", published="2022-02-09T19:30:00+00:00")
     article = build_article(raw_of(page, feed_title=None), limits=Limits(), now=NOW).article
     assert article.published_at == datetime(2022, 2, 9, 19, 30, tzinfo=UTC)
-    assert article.provenance.fields["published_at"] == "page"
-    assert article.author == "Fixture Reporter" and article.provenance.fields["author"] == "page"
+    assert article.provenance.fields["published_at"] == "page:published"  # article:published_time
+    assert article.title == SEED_TITLE  # no feed title: the page's, site name cut off
+    assert article.authors == ["Fixture Reporter"] and article.provenance.fields["authors"] == "page:meta"
     assert article.source == SITE
 
 
@@ -177,3 +178,15 @@ def test_an_xhtml_page_that_declares_its_encoding_in_an_xml_declaration_is_read_
     article = build_article(raw_of(html.encode("iso-8859-2"), charset="iso-8859-2"), limits=Limits(min_chars=10),
                             now=NOW).article
     assert sentence in article.text
+
+
+def test_v1_article_with_one_author_string_is_still_read():
+    article = build_article(raw_of(seed_html(author="Fixture Reporter")), limits=Limits(), now=NOW).article
+    v1 = json.loads(article.to_bytes())
+    del v1["authors"]
+    v1 |= {"schema_version": 1, "author": "Jane Reporter"}
+    old = Article.from_bytes(json.dumps(v1).encode())
+    assert (old.authors, old.schema_version) == (["Jane Reporter"], 2)
+    assert "author" not in json.loads(old.to_bytes())
+    v1["author"] = None
+    assert Article.from_bytes(json.dumps(v1).encode()).authors == []

@@ -44,8 +44,9 @@ def test_seed_page_through_the_pipeline(site, tmp_path, make_settings):
 
     [article] = articles(s).values()
     check_seed_article(article.model_dump(mode="json"))
-    assert article.title == SEED_TITLE and article.published_at == published
-    assert article.provenance.fields["title"] == "page" and article.provenance.fields["published_at"] == "feed"
+    assert article.title == SEED_TITLE and article.published_at == published  # the page's tags agree on it
+    assert article.provenance.fields["title"] == "page:h1" and article.provenance.fields["published_at"] == "feed"
+    assert article.authors == ["Fixture Desk"] and article.provenance.fields["authors"] == "feed"  # no person named
     assert article.story_id == article.id and article.minhash and article.keywords
 
 
