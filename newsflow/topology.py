@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from newsflow.settings import Settings
@@ -40,19 +40,24 @@ class StageSpec:
     group: str
 
 
+# The broker keeps each batch as the producer compressed it (``kafka_compression``): a topic codec
+# that differs from the producer's makes the broker decompress and recompress every batch.
+KEEP_PRODUCER_COMPRESSION = {"compression.type": "producer"}
+
+
 def topics(s: Settings) -> list[TopicSpec]:
     big = str(s.max_message_bytes + 64 * 1024)
     return [
-        TopicSpec(s.topic_raw, s.topic_partitions, {
-            "max.message.bytes": big, "compression.type": "gzip", "retention.ms": str(7 * DAY_MS),
+        TopicSpec(s.topic_raw, s.topic_partitions, KEEP_PRODUCER_COMPRESSION | {
+            "max.message.bytes": big, "retention.ms": str(7 * DAY_MS),
         }),
         # Compacted by article id: the topic keeps the latest version of every article forever,
         # which is what `newsflow reindex` replays from.
-        TopicSpec(s.topic_enriched, s.topic_partitions, {
-            "max.message.bytes": big, "compression.type": "gzip", "cleanup.policy": "compact",
+        TopicSpec(s.topic_enriched, s.topic_partitions, KEEP_PRODUCER_COMPRESSION | {
+            "max.message.bytes": big, "cleanup.policy": "compact",
         }),
-        TopicSpec(s.topic_dlq, 1, {
-            "max.message.bytes": big, "compression.type": "gzip", "retention.ms": str(30 * DAY_MS),
+        TopicSpec(s.topic_dlq, 1, KEEP_PRODUCER_COMPRESSION | {
+            "max.message.bytes": big, "retention.ms": str(30 * DAY_MS),
         }),
         TopicSpec(s.topic_feeds, s.topic_partitions, {"cleanup.policy": "compact"}),
         TopicSpec(s.topic_feed_state, s.topic_partitions, {"cleanup.policy": "compact"}),
@@ -68,23 +73,48 @@ def stages(s: Settings) -> list[StageSpec]:
 
 
 def ensure_topics(s: Settings) -> list[str]:
-    """Create missing topics with their partitions and configs. Returns the names created."""
+    """Create missing topics with their partitions and configs, and set the declared configs an
+    existing topic has different values for (e.g. a ``compression.type`` from an older topology).
+    Returns the names created."""
     from newsflow.kafka_io import make_admin
 
     admin = make_admin(s)
     try:
         existing = set(admin.list_topics())
-        wanted = [t for t in topics(s) if t.name not in existing]
         created = []
-        for spec in wanted:
+        for spec in topics(s):
+            if spec.name in existing:
+                continue
             try:
                 admin.create_topics([NewTopic(spec.name, spec.partitions, s.topic_replication, topic_configs=spec.config)])
                 created.append(spec.name)
             except TopicAlreadyExistsError:
-                pass
+                existing.add(spec.name)
+        _reconcile_configs(admin, [t for t in topics(s) if t.name in existing and t.config])
         return created
     finally:
         admin.close()
+
+
+def _reconcile_configs(admin, specs: list[TopicSpec]) -> None:
+    """Incrementally set (never reset) the declared configs that differ on existing topics."""
+    if not specs:
+        return
+    described = admin.describe_configs([ConfigResource("TOPIC", t.name, list(t.config)) for t in specs],
+                                       config_filter="all")["topic"]
+    changes = []
+    for spec in specs:
+        current = {k: v.get("value") for k, v in described.get(spec.name, {}).items()}
+        differing = {k: v for k, v in spec.config.items() if current.get(k) != v}
+        if differing:
+            changes.append(ConfigResource("TOPIC", spec.name, differing))
+            log.info("topic config updated", extra={"topic": spec.name, "configs": differing,
+                                                    "were": {k: current.get(k) for k in differing}})
+    if changes:
+        results = admin.alter_configs(changes, incremental=True).get("topic", {})
+        for name, result in results.items():
+            if result != "OK":
+                log.warning("topic config not updated", extra={"topic": name, "error": result})
 
 
 def ensure_index(s: Settings) -> None:
