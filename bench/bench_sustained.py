@@ -10,12 +10,13 @@ settings (enrichment on) except the publisher's rate limit and robots.txt.
 
 Measured, per repetition, one after the other (the standalone run reads what the pipeline's poller wrote):
 
-* **pipeline**: the stages start, all feeds already list all N articles; the clock runs from the first
-  article in Elasticsearch to the last (the first one waits for the models to load), counted by the
-  alias's document count;
+* **pipeline**: the stages start with the feeds listing only the first ``WARMUP`` articles (the
+  extraction workers load their models on them); once those are in Elasticsearch the feeds list all
+  N (polled every second) and the clock runs until the last one is in, counted by the alias's
+  document count;
 * **standalone processor**: one processor alone (its own group and output topic) over the same N raw
-  records the pipeline's poller wrote to ``articles.raw``, timed the same way: from its first
-  committed offset to its last.
+  records the pipeline's poller wrote to ``articles.raw``, timed from its first committed offset (its
+  first batch, with the models loading, is not counted) to its last.
 
 ``ratio`` = pipeline articles/s / standalone articles/s (goal >= 0.85: everything but the processor is
 overhead); ``ratio_cpu`` is the same with the processor's CPU seconds instead of wall seconds. CPU ms per
@@ -25,7 +26,7 @@ upper bound). Sizes: 1k and 3k articles (``--quick``: 1k), and 1 vs 3 processor 
 group over 3 partitions) at the smallest size.
 
 ``run(quick) -> dict`` is what ``make bench`` calls; ``python bench/bench_sustained.py [--quick]
-[--sizes 1000,3000] [--reps 5]`` prints the same dict as JSON.
+[--sizes 1000,3000] [--reps 5] [--processors 1,3]`` prints the same dict as JSON.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ SIZES = (1000, 3000)
 QUICK_SIZES = (1000,)
 REPS, QUICK_REPS = 5, 1
 TIMEOUT_S = 1800.0
+WARMUP = 30  # articles listed first: every processor's workers load their models on them, not measured
 STALL_S = 30.0  # no progress for this long and most articles through: the rest were dead-lettered
 
 
@@ -73,6 +75,7 @@ class Publisher:
 
     def __init__(self, pages: list[bytes], n: int):
         self.pages, self.n = pages, n
+        self.published = min(n, WARMUP)  # the feeds list articles 0..published-1
         publisher = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -104,7 +107,7 @@ class Publisher:
             items = "".join(
                 f"<item><title>Article {i}</title><link>{self.base}/a/{i}.html</link>"
                 f"<guid isPermaLink=\"false\">sustained-{i}</guid><description>{escape(f'Copy {i}')}</description></item>"
-                for i in range(f * ENTRIES_PER_FEED, min(self.n, (f + 1) * ENTRIES_PER_FEED)))
+                for i in range(f * ENTRIES_PER_FEED, min(self.published, (f + 1) * ENTRIES_PER_FEED)))
             return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Feed {f}</title>'
                     f"<link>{self.base}/</link><description>bench</description>{items}</channel></rss>").encode(), \
                 "application/rss+xml; charset=utf-8"
@@ -139,10 +142,14 @@ class Progress:
     def cpu(self) -> dict[str, float]:
         return {k: tree_cpu_s(pid) if pid else 0.0 for k, pid in self.cpu_pids.items()}
 
-    def wait(self, alive) -> dict[str, Any]:
+    def wait(self, alive, *, from_now: bool = False) -> dict[str, Any]:
+        """``from_now``: the clock starts now (else at the first count, after the first batch)."""
         deadline = time.monotonic() + TIMEOUT_S
         first = last_log = None
         done = 0
+        if from_now:
+            first, first_done, cpu0 = time.monotonic(), self.count(), self.cpu()
+            done, changed, cpu_at_change = first_done, first, cpu0
         while True:
             count = self.count()
             now = time.monotonic()
@@ -201,7 +208,9 @@ def pipeline(base: Settings, pub: Publisher, n: int, processors: int, workdir: P
     feeds = workdir / "feeds.yaml"
     feeds.write_text("feeds:\n" + "".join(f"  - {u}\n" for u in pub.feed_urls()), encoding="utf-8")
     s = namespaced(base, f"benchsus{uuid.uuid4().hex[:8]}", metrics_port=0, allow_private_addresses=True,
-                   respect_robots=False, feeds_file=feeds, host_rate_per_s=1000.0, host_concurrency=16)
+                   respect_robots=False, feeds_file=feeds, host_rate_per_s=1000.0, host_concurrency=16,
+                   # the feeds are polled every second: the articles published after the warm-up are seen at once
+                   poll_interval_s=1.0, poll_min_interval_s=1.0, poll_max_interval_s=1.0)
     apply(s)
     procs = stages(s, workdir, [("poller", "poll"), *((f"processor{k}", "process") for k in range(processors)),
                                 ("indexer", "index")])
@@ -211,8 +220,11 @@ def pipeline(base: Settings, pub: Publisher, n: int, processors: int, workdir: P
         pids = {name: p.pid for name, p in procs.items()} | {
             "kafka": service_pid(int(s.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])),
             "elasticsearch": service_pid(urlsplit(s.es_url).port or 9200)}
-        got = Progress(es_count(s), n, pids, f"pipeline {n} x{processors}").wait(
-            lambda: all(p.alive() for p in procs.values()))
+        alive = lambda: all(p.alive() for p in procs.values())  # noqa: E731
+        count = es_count(s)
+        Progress(count, pub.published, {}, f"pipeline warm-up x{processors}").wait(alive)
+        pub.published = n
+        got = Progress(count, n, pids, f"pipeline {n} x{processors}").wait(alive, from_now=True)
     finally:
         for p in procs.values():
             if p.alive():
@@ -273,13 +285,15 @@ def one_size(base: Settings, pages: list[bytes], n: int, reps: int, processors: 
     }
 
 
-def run(quick: bool = False, sizes: tuple[int, ...] | None = None, reps: int | None = None) -> dict[str, Any]:
+def run(quick: bool = False, sizes: tuple[int, ...] | None = None, reps: int | None = None,
+        processors: tuple[int, ...] = (1, 3)) -> dict[str, Any]:
+    """Every size with the first number of processors, then the smallest size with the others."""
     sizes = sizes or (QUICK_SIZES if quick else SIZES)
     reps = reps or (QUICK_REPS if quick else REPS)
     base = Settings()
     pages = [body for _url, body in load_pages(None)]
-    results = [one_size(base, pages, n, reps, 1) for n in sizes]
-    results.append(one_size(base, pages, sizes[0], reps, 3))
+    results = [one_size(base, pages, n, reps, processors[0]) for n in sizes]
+    results += [one_size(base, pages, sizes[0], reps, k) for k in processors[1:]]
     head = results[0]
     return {
         "benchmark": "sustained",
@@ -299,6 +313,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1k articles, one repetition")
     ap.add_argument("--sizes", help="comma-separated numbers of articles, e.g. 1000,3000,20000")
-    ap.add_argument("--reps", type=int, help="repetitions per size (pipeline and standalone alternate)")
+    ap.add_argument("--reps", type=int, help="repetitions per size (each: the pipeline, then the processor alone)")
+    ap.add_argument("--processors", default="1,3", help="processor instances: all sizes with the first, the "
+                    "smallest size with the others (default 1,3)")
     a = ap.parse_args()
-    print(json.dumps(run(a.quick, tuple(int(x) for x in a.sizes.split(",")) if a.sizes else None, a.reps), indent=2))
+    print(json.dumps(run(a.quick, tuple(int(x) for x in a.sizes.split(",")) if a.sizes else None, a.reps,
+                         tuple(int(x) for x in a.processors.split(","))), indent=2))
