@@ -171,7 +171,7 @@ class Progress:
         cpu = {k: v - cpu0[k] for k, v in cpu_at_change.items()}
         n = done - first_done
         return {"articles": n, "missing": self.n - done, "wall_s": round(wall, 2),
-                "articles_per_s": round(n / wall, 2),
+                "articles_per_s": round(n / wall, 2) if wall > 0 else None,
                 "cpu_ms_per_article": {k: round(v * 1000 / n, 1) for k, v in cpu.items()}, "cpu_s": cpu}
 
 
