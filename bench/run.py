@@ -1,9 +1,9 @@
 """``make bench``: run every benchmark in one run, side by side, and write bench/report.md + PNG plots.
 
-    python bench/run.py [--quick] [--only poller,processor,indexer,e2e] [--out DIR]
+    python bench/run.py [--quick] [--only poller,processor,indexer,e2e,sustained] [--out DIR]
 
 Each area's benchmark module exposes ``run(quick: bool) -> dict`` (bench/bench_poller.py,
-bench/bench_processor.py, bench/bench_indexer.py, bench/bench_e2e.py). This script notes the machine,
+bench/bench_processor.py, bench/bench_indexer.py, bench/bench_e2e.py, bench/bench_sustained.py). This script notes the machine,
 runs them one after the other on the configured stack (``NEWSFLOW_KAFKA_BOOTSTRAP``,
 ``NEWSFLOW_ES_URL``), keeps every raw result (``<out>/report.json``), draws the plots and writes the
 report, which says plainly which goals are met. A benchmark that fails is reported as failed (with
@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-BENCHES = ("poller", "processor", "indexer", "e2e")
+BENCHES = ("poller", "processor", "indexer", "e2e", "sustained")
+SECTION = {"e2e": "End to end", "sustained": "Whole pipeline, sustained"}
 MiB = 1024 * 1024
 
 
@@ -182,7 +183,32 @@ def goals(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                  "measured": f"{e['p50_s']:.2f} s" if e else "not measured", "met": e["p50_s"] < 1.0 if e else None})
     rows.append({"area": "End to end", "goal": "feed poll -> searchable p99 < 3 s at ~10 articles/s",
                  "measured": f"{e['p99_s']:.2f} s" if e else "not measured", "met": e["p99_s"] < 3.0 if e else None})
+    su = res("sustained")
+    head = su["results"][0] if su else None
+    rows.append({"area": "Whole pipeline", "goal": "sustained throughput >= 0.85 x the standalone processor "
+                 "(enrichment on)",
+                 "measured": (f"{head['ratio']:.3f} x (CPU: {head['ratio_cpu']:.3f} x); {head['articles_per_s']:.1f} "
+                              f"articles/s = {head['articles_per_day']:,} articles/day at {head['articles']:,} "
+                              "articles, 1 processor") if head else "not measured",
+                 "met": head["ratio"] >= 0.85 if head else None})
+    rows.append({"area": "Whole pipeline", "goal": "poller CPU < 5 ms per article (sustained)",
+                 "measured": f"{head['cpu_ms_per_article']['poller']:.1f} ms" if head else "not measured",
+                 "met": head["cpu_ms_per_article"]["poller"] < 5 if head else None})
     return rows
+
+
+def sustained_rows(r: dict[str, Any]) -> list[str]:
+    """The sustained benchmark's table: one row per size and number of processors."""
+    stages = list(r["results"][0]["cpu_ms_per_article"])
+    out = ["| articles | processors | reps | articles/s | articles/day | standalone articles/s | ratio | ratio CPU | "
+           + " | ".join(f"CPU ms/article {s}" for s in stages) + " | ratio per repetition |",
+           "|" + "---|" * (9 + len(stages))]
+    for x in r["results"]:
+        out.append(f"| {x['articles']:,} | {x['processors']} | {x['repetitions']} | {x['articles_per_s']:.2f} | "
+                   f"{x['articles_per_day']:,} | {x['standalone_articles_per_s']:.2f} | {x['ratio']:.3f} | "
+                   f"{x['ratio_cpu']:.3f} | " + " | ".join(_fmt(x["cpu_ms_per_article"][s]) for s in stages)
+                   + f" | {_fmt(x['ratio_runs'])} |")
+    return out
 
 
 # --- plots --------------------------------------------------------------------------------------------
@@ -311,6 +337,35 @@ def plot_all(results: dict[str, dict[str, Any]], out: Path) -> list[tuple[str, s
         made.append(("e2e_latency.png", "End to end: distribution of feed-poll-to-searchable latency, and the "
                                          "median of each leg."))
 
+    # sustained pipeline: throughput and CPU per article per stage, per size and number of processors
+    su = ok("sustained")
+    if su:
+        rows = su["results"]
+        labels = [f"{x['articles']:,}\nx{x['processors']}" for x in rows]
+        stages = list(rows[0]["cpu_ms_per_article"])
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+        a1.bar([k - 0.2 for k in range(len(rows))], [x["articles_per_s"] for x in rows], width=0.4, label="pipeline")
+        a1.bar([k + 0.2 for k in range(len(rows))], [x["standalone_articles_per_s"] for x in rows], width=0.4,
+               label="processor alone")
+        a1.set_xticks(range(len(rows)), labels)
+        a1.set_ylabel("articles/s")
+        a1.set_title("throughput (articles, processors)")
+        a1.legend(fontsize=8)
+        bottom = [0.0] * len(rows)
+        for st in stages:
+            vals = [x["cpu_ms_per_article"][st] for x in rows]
+            a2.bar(range(len(rows)), vals, bottom=bottom, label=st)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        a2.set_xticks(range(len(rows)), labels)
+        a2.set_ylabel("CPU ms per article")
+        a2.set_title("CPU per article per stage (stacked)")
+        a2.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "sustained.png", dpi=110)
+        plt.close(fig)
+        made.append(("sustained.png", "Whole pipeline, sustained: throughput against the processor alone, and CPU "
+                                      "per article per stage, for each size and number of processors."))
+
     # memory per stage
     mem = memory_rows(results)
     if mem:
@@ -431,7 +486,7 @@ def render(mach: dict[str, Any], results: dict[str, dict[str, Any]], plots: list
         entry = results.get(name)
         if entry is None:
             continue
-        lines += [f"## {name.capitalize() if name != 'e2e' else 'End to end'}", ""]
+        lines += [f"## {SECTION.get(name, name.capitalize())}", ""]
         if entry["status"] != "ok":
             lines += [f"**{entry['status']}**: {entry.get('error')}", ""]
             continue
@@ -448,6 +503,9 @@ def render(mach: dict[str, Any], results: dict[str, dict[str, Any]], plots: list
             lines += [""]
             lines += [f"- {k}: {v}" for k, v in scalars(r, skip=("results", "description", "name"))]
             lines += [""]
+        elif name == "sustained":
+            lines += sustained_rows(r) + [""]
+            lines += [f"- {k}: {v}" for k, v in scalars(r, skip=("results",))] + [""]
         elif name == "e2e":
             lines += [
                 f"- p50 **{r['p50_s']:.3f} s**, p99 **{r['p99_s']:.3f} s** (median over {r['repetitions']} "

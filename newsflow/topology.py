@@ -40,6 +40,11 @@ class StageSpec:
     group: str
 
 
+# The broker keeps each batch as the producer compressed it (``kafka_compression``): a topic codec
+# that differs from the producer's makes the broker decompress and recompress every batch.
+KEEP_PRODUCER_COMPRESSION = {"compression.type": "producer"}
+
+
 def retention_ms(days: float) -> str:
     """``retention.ms`` for a number of days; -1 (keep forever) stays -1."""
     return "-1" if days == -1 else str(int(days * DAY_MS))
@@ -53,16 +58,16 @@ def topics(s: Settings) -> list[TopicSpec]:
     return [
         # Fetched pages, kept ``raw_retention_days`` from when they were produced, so that
         # `newsflow reprocess` can run them through a newer processor without fetching them again.
-        TopicSpec(s.topic_raw, s.topic_partitions, isr | {
-            "max.message.bytes": big, "compression.type": "gzip", "retention.ms": retention_ms(s.raw_retention_days),
+        TopicSpec(s.topic_raw, s.topic_partitions, isr | KEEP_PRODUCER_COMPRESSION | {
+            "max.message.bytes": big, "retention.ms": retention_ms(s.raw_retention_days),
         }),
         # Compacted by article id: the topic keeps the latest version of every article forever,
         # which is what `newsflow reindex` replays from.
-        TopicSpec(s.topic_enriched, s.topic_partitions, isr | {
-            "max.message.bytes": big, "compression.type": "gzip", "cleanup.policy": "compact",
+        TopicSpec(s.topic_enriched, s.topic_partitions, isr | KEEP_PRODUCER_COMPRESSION | {
+            "max.message.bytes": big, "cleanup.policy": "compact",
         }),
-        TopicSpec(s.topic_dlq, 1, isr | {
-            "max.message.bytes": big, "compression.type": "gzip", "retention.ms": str(30 * DAY_MS),
+        TopicSpec(s.topic_dlq, 1, isr | KEEP_PRODUCER_COMPRESSION | {
+            "max.message.bytes": big, "retention.ms": str(30 * DAY_MS),
         }),
         TopicSpec(s.topic_feeds, s.topic_partitions, isr | {"cleanup.policy": "compact"}),
         TopicSpec(s.topic_feed_state, s.topic_partitions, isr | {"cleanup.policy": "compact"}),
@@ -78,8 +83,9 @@ def stages(s: Settings) -> list[StageSpec]:
 
 
 def ensure_topics(s: Settings) -> list[str]:
-    """Create missing topics with their partitions and configs, and set the declared configs of
-    existing ones that differ (e.g. a changed ``raw_retention_days``). Returns the names created."""
+    """Create missing topics with their partitions and configs, and set the declared configs an
+    existing topic has different values for (e.g. a changed ``raw_retention_days``, or a
+    ``compression.type`` from an older topology). Returns the names created."""
     from newsflow.kafka_io import make_admin
 
     admin = make_admin(s)
@@ -93,7 +99,7 @@ def ensure_topics(s: Settings) -> list[str]:
                 admin.create_topics([NewTopic(spec.name, spec.partitions, s.topic_replication, topic_configs=spec.config)])
                 created.append(spec.name)
             except TopicAlreadyExistsError:
-                pass
+                existing.add(spec.name)
         align_configs(admin, [t for t in topics(s) if t.name in existing])
         return created
     finally:

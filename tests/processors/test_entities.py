@@ -73,4 +73,4 @@ def test_seed_entities(nlp):
 
 
 def test_pipeline_runs_ner_only(nlp):
-    assert nlp.pipe_names == ["tok2vec", "ner", "entity_ruler"]
+    assert nlp.pipe_names == ["ner", "entity_ruler"]
