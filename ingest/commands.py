@@ -61,11 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_poll(args, settings: Settings) -> int:
     from ingest.poller import Poller
+    from newsflow.liveness import stall_after_s
     from newsflow.ops import stage_ops
 
     # /metrics /healthz /readyz and the `newsflow status` entry. No lag: the feeds topic is a table.
     poller = Poller(settings)
-    with stage_ops(settings, "poller", progress_age=poller.progress_age):
+    with stage_ops(settings, "poller", progress_age=poller.progress_age,
+                   stall_after_s=stall_after_s(settings, "poller")):
         poller.run(once=args.once, force=args.force)
     return 0
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 
+from newsflow.liveness import ES_REQUEST_TIMEOUT_S
 from newsflow.settings import REPO_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ _GENERATION = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 def make_es(settings: Settings, **overrides: Any) -> Elasticsearch:
-    kw: dict[str, Any] = {"request_timeout": 30, "retry_on_timeout": False, "max_retries": 0}
+    kw: dict[str, Any] = {"request_timeout": ES_REQUEST_TIMEOUT_S, "retry_on_timeout": False, "max_retries": 0}
     if settings.es_api_key is not None:
         kw["api_key"] = settings.es_api_key.get_secret_value()
     elif settings.es_username and settings.es_password is not None:

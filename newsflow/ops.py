@@ -9,8 +9,8 @@ While inside it serves, on ``metrics_host:metrics_port`` (0 = no server):
 
 * ``/metrics``  Prometheus text format (every ``newsflow_*`` series of this process);
 * ``/healthz``  200 while the process is alive and its main loop made progress within
-                ``stall_after_s`` (a stage stuck in one batch longer than that has already lost its
-                consumer-group membership); 503 otherwise;
+                ``stall_after_s``, the stage's own worst batch plus a margin, never under 600 s
+                (``newsflow/liveness.py``; exported as ``newsflow_stall_after_seconds``); 503 otherwise;
 * ``/readyz``   200 when Kafka and Elasticsearch both answered the last probe, 503 otherwise.
                 Every stage checks both: a processor with Elasticsearch down still works, but its
                 output goes nowhere, and the operator needs to see that on every stage.
@@ -48,6 +48,7 @@ from newsflow import metrics
 from newsflow.elastic import make_es
 from newsflow.kafka_io import make_admin
 from newsflow.lag import group_lag
+from newsflow.liveness import FLOOR_S
 from newsflow.logs import Redactor, bind_process, secret_values
 from newsflow.settings import Settings
 
@@ -82,7 +83,7 @@ class OpsState:
     started_at: float = field(default_factory=time.time)
     checks: dict[str, Check] = field(default_factory=dict)
     progress_age: Callable[[], float | None] = lambda: None
-    stall_after_s: float = 600.0
+    stall_after_s: float = FLOOR_S
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         age = self.progress_age()
@@ -233,7 +234,7 @@ def stage_ops(
     group: str | None = None,
     topics: Sequence[str] = (),
     progress_age: Callable[[], float | None] | None = None,
-    stall_after_s: float = 600.0,
+    stall_after_s: float = FLOOR_S,
     probe_interval_s: float = 10.0,
 ) -> Iterator[StageOps]:
     """Serve /metrics, /healthz, /readyz and probe dependencies while the stage runs. See module doc."""
@@ -246,6 +247,7 @@ def stage_ops(
     metrics.RECORDS_IN.labels(stage)
     metrics.RECORDS_OUT.labels(stage)
     metrics.PAUSED.labels(stage).set(0)
+    metrics.STALL_AFTER.labels(stage).set(stall_after_s)
     state = OpsState(stage=stage, stall_after_s=stall_after_s)
     if progress_age is not None:
         state.progress_age = progress_age

@@ -29,6 +29,7 @@ from prometheus_client import Gauge, Histogram
 from pydantic import ValidationError
 
 from newsflow.kafka_io import make_consumer
+from newsflow.liveness import stall_after_s
 from newsflow.runner import Out, StageRunner, TransactionalKafkaSink
 from newsflow.schema import Article
 from newsflow.settings import Settings
@@ -141,12 +142,12 @@ def seed_story_window(settings: Settings, stories: StoryIndex, *, timeout_s: flo
 def make_consumer_for(settings: Settings, group: str):
     """Static membership (a restarted processor takes its partitions back at once instead of
     waiting out the dead member's session) and a poll interval that covers two batches of timeouts
-    (a retry queues behind the batch submitted ahead)."""
-    worst_batch_ms = 2 * settings.batch_size * settings.extract_timeout_s * 1000 / settings.extract_workers
+    (a retry queues behind the batch submitted ahead): the stage's liveness bound, so the group and
+    /healthz give up on a batch at the same moment (``newsflow.liveness``)."""
     return make_consumer(
         settings, group,
         group_instance_id=f"{group}-{settings.instance_id}",
-        max_poll_interval_ms=int(max(600_000, worst_batch_ms + 60_000)),
+        max_poll_interval_ms=int(stall_after_s(settings, "processor") * 1000),
     )
 
 

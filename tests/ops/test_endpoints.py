@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 
+from newsflow.liveness import stall_after_s
 from newsflow.ops import stage_ops
 from newsflow.settings import Settings
 from tests.ops.helpers import closed_port, wait_until
@@ -84,3 +85,17 @@ def test_a_taken_metrics_port_falls_back_to_a_free_one(make_settings, tmp_path):
     with stage_ops(s, "poller") as first, stage_ops(s, "poller") as second:
         assert first.port == s.metrics_port and second.port not in (None, first.port)
         assert get(second.port, "/healthz").status_code == 200
+
+
+def test_healthz_waits_out_the_processors_own_worst_batch(make_settings, tmp_path):
+    """A processor batch of slow pages past 600 s is alive; past the bound derived from its settings it is not."""
+    s = make_settings(state_dir=tmp_path, metrics_port=closed_port(), batch_size=100, extract_timeout_s=30.0,
+                      extract_workers=2)
+    bound = stall_after_s(s, "processor")  # 2 x 100 x 30 / 2 + 60 = 3060 s
+    age = {"s": 900.0}
+    with stage_ops(s, "processor", progress_age=lambda: age["s"], stall_after_s=bound) as ops:
+        r = get(ops.port, "/healthz")
+        assert r.status_code == 200 and r.json()["stall_after_s"] == bound == 3060.0
+        assert f'newsflow_stall_after_seconds{{stage="processor"}} {bound}' in get(ops.port, "/metrics").text
+        age["s"] = bound + 1
+        assert get(ops.port, "/healthz").status_code == 503
