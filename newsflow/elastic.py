@@ -167,8 +167,11 @@ def load_template(settings: Settings, path: Path = TEMPLATE_FILE) -> dict[str, A
     doc["_meta"] = {"newsflow_template_version": version}
     mappings = doc["template"]["mappings"]
     mappings["_meta"] = {"newsflow_template_version": version, "text_analyzer": settings.es_text_analyzer}
+    index_settings = doc["template"]["settings"]
+    index_settings["number_of_shards"] = settings.es_shards
+    index_settings["number_of_replicas"] = settings.es_replicas
     if settings.es_ilm_policy:
-        doc["template"]["settings"]["index.lifecycle.name"] = settings.es_ilm_policy
+        index_settings["index.lifecycle.name"] = settings.es_ilm_policy
     return doc
 
 
@@ -183,10 +186,13 @@ def apply_template(es: Elasticsearch, settings: Settings) -> None:
     which needs a full Elasticsearch; the local distribution has no ILM). Idempotent.
 
     A template change applies to indices created afterwards; ``newsflow reindex`` rebuilds the
-    existing ones."""
+    existing ones. The replica count is the exception: it is a dynamic setting, so the existing
+    monthly indices of every generation get ``es_replicas`` too (shards are fixed at creation)."""
     if settings.es_ilm_policy:
         es.ilm.put_lifecycle(name=settings.es_ilm_policy, policy=load_ilm_policy())
     es.indices.put_index_template(name=settings.es_index, **load_template(settings))
+    es.indices.put_settings(index=f"{settings.es_index}-*", settings={"index.number_of_replicas": settings.es_replicas},
+                            allow_no_indices=True, expand_wildcards="open")
 
 
 def _error_type(exc: Exception) -> str:

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     es_username: str | None = Field(None, description="Elasticsearch basic-auth user.")
     es_password: SecretStr | None = Field(None, description="Elasticsearch basic-auth password (secret).")
     es_index: str = Field("articles", description="Read alias; monthly indices are <alias>-YYYY.MM.")
+    es_shards: int = Field(
+        1, ge=1, description="Primary shards of each monthly index (set when the template is applied; new indices only)."
+    )
+    es_replicas: int = Field(
+        0, ge=0, description="Replicas of each monthly index: 0 on one node, at least 1 on a cluster (applied to "
+        "the template and to the existing indices by `newsflow topology`).",
+    )
     es_text_analyzer: str = Field(
         "newsflow_text",
         description="Analyzer for text fields: newsflow_text (standard + English stopwords, works on the local "
