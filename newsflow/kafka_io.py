@@ -6,6 +6,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
+from newsflow.liveness import stall_after_s
 from newsflow.settings import Settings
 
 # Headroom for record headers and batch framing on top of the largest value we produce.
@@ -60,6 +61,16 @@ def make_consumer(settings: Settings, group_id: str | None, *topics: str, **over
     }
     cfg.update(overrides)
     return KafkaConsumer(*topics, **cfg)
+
+
+def make_member_consumer(settings: Settings, stage: str) -> KafkaConsumer:
+    """The consumer of a stage's group, as a static member named by ``instance_id``: a restarted
+    instance (same id: a StatefulSet pod, a systemd unit) takes its partitions back at once instead of
+    waiting out the dead member's session, and the group keeps it through a batch as long as its
+    /healthz does (``newsflow.liveness``: the processor's bound covers two batches of timeouts)."""
+    group = settings.group(stage)
+    return make_consumer(settings, group, group_instance_id=f"{group}-{settings.instance_id}",
+                         max_poll_interval_ms=int(stall_after_s(settings, stage) * 1000))
 
 
 def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:

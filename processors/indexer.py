@@ -60,7 +60,7 @@ from prometheus_client import Counter, Histogram
 
 from newsflow import metrics
 from newsflow.elastic import check_generation, current_generation, ensure_index, make_es, month_of
-from newsflow.kafka_io import make_producer
+from newsflow.kafka_io import make_member_consumer, make_producer
 from newsflow.liveness import DLQ_ACK_TIMEOUT_S
 from newsflow.runner import (
     Batch,
@@ -460,4 +460,5 @@ def make_runner(settings: Settings) -> StageRunner:
         source=settings.topic_enriched,
         group=settings.group("indexer"),
         sink=ElasticsearchSink(settings),
+        consumer=make_member_consumer(settings, "indexer"),
     )

@@ -28,8 +28,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Gauge, Histogram
 from pydantic import ValidationError
 
-from newsflow.kafka_io import make_consumer
-from newsflow.liveness import stall_after_s
+from newsflow.kafka_io import make_consumer, make_member_consumer
 from newsflow.runner import Out, StageRunner, TransactionalKafkaSink
 from newsflow.schema import Article
 from newsflow.settings import Settings
@@ -139,18 +138,6 @@ def seed_story_window(settings: Settings, stories: StoryIndex, *, timeout_s: flo
         consumer.close(autocommit=False)
 
 
-def make_consumer_for(settings: Settings, group: str):
-    """Static membership (a restarted processor takes its partitions back at once instead of
-    waiting out the dead member's session) and a poll interval that covers two batches of timeouts
-    (a retry queues behind the batch submitted ahead): the stage's liveness bound, so the group and
-    /healthz give up on a batch at the same moment (``newsflow.liveness``)."""
-    return make_consumer(
-        settings, group,
-        group_instance_id=f"{group}-{settings.instance_id}",
-        max_poll_interval_ms=int(stall_after_s(settings, "processor") * 1000),
-    )
-
-
 def make_runner(settings: Settings) -> StageRunner:
     group = settings.group("processor")
     stories = StoryIndex(settings.story_window) if settings.enrich else None
@@ -164,5 +151,5 @@ def make_runner(settings: Settings) -> StageRunner:
     )
     return StageRunner(
         settings, processor, source=settings.topic_raw, group=group, sink=sink,
-        consumer=make_consumer_for(settings, group),
+        consumer=make_member_consumer(settings, "processor"),
     )
