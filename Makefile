@@ -14,7 +14,7 @@ KAFKA_PORT ?= 9092 ## Kafka port (also the local stack's listener)
 ES_HOST ?= 127.0.0.1 ## Elasticsearch host
 ES_PORT ?= 9200 ## Elasticsearch port (also the local stack's HTTP port)
 METRICS_PORT ?= 9464 ## first /metrics port: poller +0, processor +1, indexer +2
-FEEDS ?= deploy/feeds.yaml ## feed list for `make run`
+FEEDS ?= newsflow/data/feeds.yaml ## feed list for `make run` (default: the one shipped in the package)
 DEMO_PORT ?= 8765 ## port of the offline demo site (make demo)
 PYTEST_ARGS ?= ## extra pytest arguments, e.g. PYTEST_ARGS='-x -k lag'
 REPLAY_ARGS ?= ## arguments of `newsflow dlq replay` (make replay)

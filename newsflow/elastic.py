@@ -14,7 +14,7 @@ Layout::
   (the poller keeps it in its compacted state). The same ``_id`` (sha256 of the canonical URL)
   therefore always lands in the same index: a re-delivery overwrites, it never duplicates, and no
   search is needed before a write.
-* The template (``deploy/elasticsearch/articles-template.json``) gives every generation its
+* The template (``newsflow/data/articles-template.json``, package data) gives every generation its
   mapping (pattern ``<alias>-*``) but no alias: the indexer creates each monthly index itself,
   with the alias when it belongs to the current generation, without it while a reindex builds
   the next generation, so searches never see two copies of an article.
@@ -33,12 +33,12 @@ from typing import Any
 from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 
 from newsflow.liveness import ES_REQUEST_TIMEOUT_S
-from newsflow.settings import REPO_ROOT, Settings
+from newsflow.settings import PACKAGE_DATA, Settings
 
 log = logging.getLogger(__name__)
 
-TEMPLATE_FILE = REPO_ROOT / "deploy" / "elasticsearch" / "articles-template.json"
-ILM_POLICY_FILE = REPO_ROOT / "deploy" / "elasticsearch" / "ilm-policy.json"
+TEMPLATE_FILE = PACKAGE_DATA / "articles-template.json"
+ILM_POLICY_FILE = PACKAGE_DATA / "ilm-policy.json"
 _MONTHLY = re.compile(r"^(?P<generation>.+)-(?P<month>\d{4}\.\d{2})$")
 _GENERATION = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 

@@ -34,7 +34,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from elasticsearch import ApiError
 from kafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, disable_created_metrics, generate_latest
 
-from newsflow import metrics
+from newsflow import metrics, newsflow_version
 from newsflow.elastic import make_es
 from newsflow.kafka_io import make_admin
 from newsflow.lag import group_lag
@@ -55,13 +54,6 @@ from newsflow.settings import Settings
 log = structlog.get_logger(__name__)
 
 PROBE_TIMEOUT_S = 5.0
-
-
-def newsflow_version() -> str:
-    try:
-        return version("newsflow")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def run_dir(settings: Settings) -> Path:
@@ -224,6 +216,41 @@ def write_registry(settings: Settings, stage: str, port: int | None) -> Path:
     tmp.write_text(json.dumps(entry))
     tmp.replace(path)
     return path
+
+
+def healthcheck(settings: Settings, stage: str | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[bool, list[str]]:
+    """``/healthz`` of every live stage process registered on this host (``run_dir``), or of one stage.
+    Healthy when at least one is registered and every one answers 200. Returns (ok, one line per stage)."""
+    import httpx
+
+    from newsflow.supervisor import pid_alive
+
+    lines: list[str] = []
+    ok = True
+    for path in sorted(run_dir(settings).glob("*.json")):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being replaced right now
+        if path.name.startswith("supervisor-") or (stage and entry["stage"] != stage) or not pid_alive(entry["pid"]):
+            continue
+        where = f"{entry['stage']} pid {entry['pid']}"
+        if entry.get("port") is None:
+            ok = False
+            lines.append(f"{where}: serves no /healthz (NEWSFLOW_METRICS_PORT=0)")
+            continue
+        url = f"http://{entry['host']}:{entry['port']}/healthz"
+        try:
+            answer = httpx.get(url, timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            ok = False
+            lines.append(f"{where}: {url} unreachable: {type(exc).__name__}: {exc}")
+            continue
+        ok &= answer.status_code == 200
+        lines.append(f"{where}: {url} {answer.status_code} {answer.text.strip()}")
+    if not lines:
+        return False, [f"no live {stage or 'stage'} process registered in {run_dir(settings)}"]
+    return ok, lines
 
 
 @contextmanager

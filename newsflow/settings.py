@@ -15,6 +15,7 @@ and a test keeps the two in sync.
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,9 @@ from pydantic_settings import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Files shipped inside the package (index template, ILM policy, default feed list): found with
+# importlib.resources, so an installed wheel has them too, not only a checkout.
+PACKAGE_DATA = Path(str(files("newsflow") / "data"))
 
 
 class Settings(BaseSettings):
@@ -87,7 +91,7 @@ class Settings(BaseSettings):
     )
     es_ilm_policy: str | None = Field(
         None,
-        description="ILM policy name to install (deploy/elasticsearch/ilm-policy.json) and attach to new indices. "
+        description="ILM policy name to install (newsflow/data/ilm-policy.json) and attach to new indices. "
         "Full Elasticsearch only: the local distribution has no ILM. Empty = no ILM.",
     )
     es_bulk_max_retries: int = Field(
@@ -98,7 +102,9 @@ class Settings(BaseSettings):
     )
 
     # --- Poller --------------------------------------------------------------------------
-    feeds_file: Path = Field(REPO_ROOT / "deploy" / "feeds.yaml", description="Feed list (YAML) to seed from.")
+    feeds_file: Path = Field(
+        PACKAGE_DATA / "feeds.yaml", description="Feed list (YAML) to seed from (default: the one shipped in the package)."
+    )
     user_agent: str = Field(
         "Newsflow/0.1 (+https://github.com/newsflow/newsflow)",
         description="User-Agent sent on feed polls and page fetches.",
