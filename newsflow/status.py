@@ -231,11 +231,11 @@ def feed_catalog(settings: Settings) -> dict[str, Any]:
     """Fleet-wide feed health from the feeds and feed-state tables in Kafka (ingest/store.py), the
     same rows as ``newsflow feeds status``: summary and the worst feeds."""
     from ingest.status import status_rows, summary
-    from ingest.store import TableReadTimeout, load_catalog
+    from ingest.store import TableMissing, TableReadTimeout, load_catalog
 
     try:
         defs, states = load_catalog(settings)
-    except (TableReadTimeout, KafkaError, OSError, ValueError) as exc:
+    except (TableMissing, TableReadTimeout, KafkaError, OSError, ValueError) as exc:
         return {"catalog_error": _err(exc)}
     rows = status_rows(defs, states)  # retired, then backing off, then by consecutive errors
     worst = [{k: r.get(k) for k in _FEED_FIELDS} for r in rows[:WORST_FEEDS]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -148,3 +149,41 @@ def test_poll_once_from_the_command_line(cli, site, tmp_path, monkeypatch):
 
 def test_opml_export_is_valid_for_an_empty_list():
     assert parse_opml(to_opml([]).encode()) == []
+
+
+def test_read_only_commands_create_no_topic(stack, monkeypatch, capsys, tmp_path):
+    """`feeds list | status | export` and `status` on a river whose topics were never created: they answer
+    (no feeds) and leave the broker as they found it. Every client also refuses broker-side auto-creation
+    (a metadata request of a missing topic would otherwise create it where auto.create.topics.enable)."""
+    from newsflow.kafka_io import make_admin, make_consumer, make_producer
+    from newsflow.topology import namespaced, teardown
+
+    s = namespaced(stack, f"t{uuid.uuid4().hex[:10]}", state_dir=tmp_path, feeds_file=tmp_path / "none.yaml")
+    monkeypatch.setattr("newsflow.logs.configure_logging", lambda _settings: None)
+    for name in ENV_FIELDS + ("state_dir",):
+        monkeypatch.setenv(f"NEWSFLOW_{name.upper()}", str(getattr(s, name)))
+    try:
+        answers = {}
+        for argv in (["feeds", "list"], ["feeds", "list", "--json"], ["feeds", "status", "--json"],
+                     ["feeds", "export"], ["status", "--json"]):
+            code = main(argv)
+            answers[" ".join(argv)] = out, err = capsys.readouterr()
+            assert code == 0, (argv, out, err)
+        assert "no feeds: topic" in answers["feeds list"][1] and s.topic_feeds in answers["feeds list"][1]
+        assert answers["feeds list --json"][0] == ""
+        assert json.loads(answers["feeds status --json"][0])["feeds"] == []
+        assert json.loads(answers["status --json"][0])["feeds"]["file"] == str(s.feeds_file)
+        admin = make_admin(s)
+        try:
+            assert [t for t in admin.list_topics() if t.startswith(s.group_prefix)] == []
+        finally:
+            admin.close()
+        consumer, producer = make_consumer(s, None), make_producer(s)
+        try:
+            assert consumer.config["allow_auto_create_topics"] is False
+            assert producer.config["allow_auto_create_topics"] is False
+        finally:
+            consumer.close()
+            producer.close(timeout=5)
+    finally:
+        teardown(s)
