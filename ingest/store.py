@@ -27,7 +27,7 @@ from tld import get_fld
 
 from ingest.state import FeedDefinition, FeedState, utcnow
 from ingest.urls import bare_host, check_http_url, feed_id, host_of
-from newsflow.kafka_io import make_consumer
+from newsflow.kafka_io import make_reader
 from newsflow.runner import DeadLetter
 from newsflow.settings import Settings
 
@@ -47,7 +47,7 @@ class TableMissing(LookupError):
 
 def table_consumer(settings: Settings) -> KafkaConsumer:
     """A group-less consumer for reading tables (no offsets are ever committed)."""
-    return make_consumer(settings, None, max_poll_records=5000, allow_auto_create_topics=False)
+    return make_reader(settings, max_poll_records=5000)
 
 
 def partitions_of(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.0) -> list[int]:

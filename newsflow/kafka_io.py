@@ -37,7 +37,6 @@ def make_producer(settings: Settings, *, transactional_id: str | None = None, **
         "retries": 2**31 - 1,
         "delivery_timeout_ms": 120_000,
         "request_timeout_ms": 30_000,
-        "allow_auto_create_topics": False,  # topics come from the topology (newsflow/topology.py) only
     }
     if transactional_id:
         cfg["transactional_id"] = transactional_id
@@ -59,12 +58,16 @@ def make_consumer(settings: Settings, group_id: str | None, *topics: str, **over
         "max_poll_interval_ms": 600_000,
         "session_timeout_ms": 30_000,
         "heartbeat_interval_ms": 3_000,
-        # Never ask a broker with auto.create.topics.enable to create a topic by reading its metadata:
-        # a read-only command (`feeds list`, `status`) must not create topics with the broker's defaults.
-        "allow_auto_create_topics": False,
     }
     cfg.update(overrides)
     return KafkaConsumer(*topics, **cfg)
+
+
+def make_reader(settings: Settings, **overrides: Any) -> KafkaConsumer:
+    """A group-less consumer that reads topics (feed tables, offsets) for read-only commands. It never
+    lets a broker with ``auto.create.topics.enable`` create a topic by asking for its metadata, so
+    ``feeds list | status | export`` and ``status`` create nothing."""
+    return make_consumer(settings, None, allow_auto_create_topics=False, **overrides)
 
 
 def make_member_consumer(settings: Settings, stage: str) -> KafkaConsumer:

@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from newsflow.elastic import make_es
-from newsflow.kafka_io import make_admin, make_consumer
+from newsflow.kafka_io import make_admin, make_reader
 from newsflow.lag import count_records, group_lag, partitions, topic_records
 from newsflow.logs import Redactor, secret_values
 from newsflow.ops import run_dir
@@ -168,7 +168,7 @@ def kafka_info(settings: Settings) -> dict[str, Any]:
         return {"ok": False, "error": _err(exc)}
     try:
         lag = []
-        consumer = make_consumer(settings, None)
+        consumer = make_reader(settings)
         try:
             for spec in topology_stages(settings):
                 # The poller reads the feeds topic as a table (ingest/store.py): its group only spreads

@@ -153,9 +153,9 @@ def test_opml_export_is_valid_for_an_empty_list():
 
 def test_read_only_commands_create_no_topic(stack, monkeypatch, capsys, tmp_path):
     """`feeds list | status | export` and `status` on a river whose topics were never created: they answer
-    (no feeds) and leave the broker as they found it. Every client also refuses broker-side auto-creation
+    (no feeds) and leave the broker as they found it. Their consumer also refuses broker-side auto-creation
     (a metadata request of a missing topic would otherwise create it where auto.create.topics.enable)."""
-    from newsflow.kafka_io import make_admin, make_consumer, make_producer
+    from newsflow.kafka_io import make_admin, make_reader
     from newsflow.topology import namespaced, teardown
 
     s = namespaced(stack, f"t{uuid.uuid4().hex[:10]}", state_dir=tmp_path, feeds_file=tmp_path / "none.yaml")
@@ -178,12 +178,10 @@ def test_read_only_commands_create_no_topic(stack, monkeypatch, capsys, tmp_path
             assert [t for t in admin.list_topics() if t.startswith(s.group_prefix)] == []
         finally:
             admin.close()
-        consumer, producer = make_consumer(s, None), make_producer(s)
+        reader = make_reader(s)  # the feed tables' and `status`'s consumer
         try:
-            assert consumer.config["allow_auto_create_topics"] is False
-            assert producer.config["allow_auto_create_topics"] is False
+            assert reader.config["allow_auto_create_topics"] is False
         finally:
-            consumer.close()
-            producer.close(timeout=5)
+            reader.close()
     finally:
         teardown(s)
