@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "pick up changes between two poll batches.")
     fs = feeds.add_subparsers(dest="feeds_command", metavar="ACTION", required=True)
 
-    a = fs.add_parser("add", help="add a feed (re-adding a retired feed reactivates it)")
-    a.add_argument("url", help="feed URL (http or https)")
+    a = fs.add_parser("add", help="add a feed or a sitemap (re-adding a retired one reactivates it)")
+    a.add_argument("url", help="URL (http or https) of an RSS, Atom or JSON feed, or of a sitemap: a <urlset> "
+                   "(Google News or plain), or a sitemap index; gzip files (.xml.gz) too")
     a.add_argument("--title", help="display title (default: the feed's own)")
     a.add_argument("--category", help="category, kept in OPML exports")
     a.set_defaults(func=cmd_feeds_add)
@@ -49,9 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
     e.set_defaults(func=cmd_feeds_export)
 
-    d = fs.add_parser("discover", help="find the feeds of a web site (trafilatura feed discovery)")
+    d = fs.add_parser("discover", help="find the feeds and sitemaps of a web site (trafilatura feed discovery, "
+                      "robots.txt Sitemap: lines)")
     d.add_argument("site_url", help="the site's home page or any page of it")
-    d.add_argument("--add", action="store_true", help="add the feeds found")
+    d.add_argument("--add", action="store_true", help="add the feeds and sitemaps found")
     d.set_defaults(func=cmd_feeds_discover)
 
     st = fs.add_parser("status", help="health of every feed: state, last success, next check, errors")
@@ -229,7 +231,7 @@ def cmd_feeds_discover(args, settings: Settings) -> int:
         print(f"newsflow feeds discover: {args.site_url}: {exc}", file=sys.stderr)
         return 1
     for f in found:
-        print(f"{f.url}\t{f.title or ''}\t{f.entries} entries")
+        print(f"{f.url}\t{f.title or ''}\t{f.describe()}")
     for r in rejected:
         print(f"not a feed: {r.url}: {r.reason}", file=sys.stderr)
     if not found:

@@ -8,7 +8,8 @@ no proxies from the environment. For each request the fetcher:
 * waits for the per-host limiter (``HostLimiter``) before every hop;
 * bounds every hop by the connect and read timeouts and by ``total_timeout_s`` (body included);
 * reads the body only for 2xx answers, decoding gzip/deflate itself and refusing it past
-  ``max_bytes`` *decoded* bytes (``BoundedDecoder``).
+  ``max_bytes`` *decoded* bytes (``BoundedDecoder``); with ``gzip_files``, a body that is itself a gzip
+  file (a sitemap's ``.xml.gz``, whatever its content type) is inflated too, within the same cap.
 
 Failures come out as ``FetchError`` with an ``error_class`` from ``ERROR_CLASSES``.
 """
@@ -30,6 +31,7 @@ from ingest.decode import ACCEPT_ENCODING, BodyTooLarge, BoundedDecoder, Unsuppo
 from ingest.limits import Deadline, HostLimiter
 from ingest.netguard import AddressBlocked, GuardedBackend, ResolutionFailed, Resolver
 from ingest.schedule import parse_retry_after
+from ingest.sitemap import GZIP_MAGIC
 from ingest.urls import HTTP_SCHEMES, host_of
 from newsflow.settings import Settings
 
@@ -167,16 +169,17 @@ class Fetcher:
         await self.client.aclose()
 
     async def get(self, url: str, *, max_bytes: int, headers: dict[str, str] | None = None,
-                  what: str = "body", deadline: Deadline | None = None) -> Response:
-        """GET ``url`` following redirects; the body is read for 2xx answers only. Raises FetchError, or
-        Deferred when the per-host limiter lets the first request go only after ``deadline``."""
+                  what: str = "body", deadline: Deadline | None = None, gzip_files: bool = False) -> Response:
+        """GET ``url`` following redirects; the body is read for 2xx answers only (and inflated when it is a
+        gzip file and ``gzip_files``). Raises FetchError, or Deferred when the per-host limiter lets the
+        first request go only after ``deadline``."""
         hops: list[Hop] = []
         visited = {url}
         current = url
         started = time.monotonic()
         for _ in range(self.settings.max_redirects + 1):
             status, resp_headers, body = await self._hop(current, headers or {}, max_bytes, what, hops,
-                                                         None if hops else deadline)
+                                                         None if hops else deadline, gzip_files)
             location = resp_headers.get("location")
             if status in REDIRECTS:
                 if not location:
@@ -193,7 +196,8 @@ class Fetcher:
                          url=url, hops=hops)
 
     async def _hop(self, url: str, headers: dict[str, str], max_bytes: int, what: str,
-                   hops: list[Hop], deadline: Deadline | None) -> tuple[int, httpx.Headers, bytes]:
+                   hops: list[Hop], deadline: Deadline | None,
+                   gzip_files: bool = False) -> tuple[int, httpx.Headers, bytes]:
         try:
             scheme = httpx.URL(url).scheme
         except httpx.InvalidURL as exc:
@@ -210,7 +214,7 @@ class Fetcher:
                     try:
                         body = b""
                         if 200 <= response.status_code < 300:
-                            body = await _read_capped(response, max_bytes, what)
+                            body = await _read_capped(response, max_bytes, what, gzip_files)
                         return response.status_code, response.headers, body
                     finally:
                         await response.aclose()
@@ -224,7 +228,7 @@ class Fetcher:
                 raise FetchError(error_class, message, url=url, hops=hops) from exc
 
 
-async def _read_capped(response: httpx.Response, max_bytes: int, what: str) -> bytes:
+async def _read_capped(response: httpx.Response, max_bytes: int, what: str, gzip_files: bool = False) -> bytes:
     length = response.headers.get("content-length")
     encoding = response.headers.get("content-encoding")
     if length and length.isdigit() and not encoding and int(length) > max_bytes:
@@ -232,7 +236,12 @@ async def _read_capped(response: httpx.Response, max_bytes: int, what: str) -> b
     decoder = BoundedDecoder(encoding, max_bytes, what)
     async for raw in response.aiter_raw():
         decoder.feed(raw)
-    return decoder.finish()
+    body = decoder.finish()
+    if gzip_files and body.startswith(GZIP_MAGIC):
+        file = BoundedDecoder("gzip", max_bytes, what)
+        file.feed(body)
+        body = file.finish()
+    return body
 
 
 def classify(exc: BaseException) -> tuple[str, str]:

@@ -14,6 +14,9 @@ Identity: a fetched page's article id is ``article_id`` of the URL it is known b
 canonical URL when that is on the same site, else its final URL (``ingest.pagehead``). The entry's
 link gives a *link id* the same way before the fetch; both are remembered, and a page is fetched once
 per article across all feeds of this poller (``FeedJobs.page``).
+
+Sitemaps are polled as feeds are; a sitemap index's children are read in the same poll
+(``ingest.sitemap_index``), through the same fetcher, caps and per-host limiter.
 """
 
 from __future__ import annotations
@@ -22,19 +25,20 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ingest import metrics
 from ingest.decode import detect_charset
 from ingest.limits import Deadline
 from ingest.fetch import Deferred, FetchError, Fetcher, Response
 from ingest.pagehead import page_identity
-from ingest.parse import EntryRef, NotAFeed, check_page_type, page_article_id, parse_feed
+from ingest.parse import EntryRef, NotAFeed, ParsedFeed, check_page_type, page_article_id, parse_feed
 from ingest.robots import ROBOTS_MAX_BYTES, RobotsCache, Verdict
 from ingest.schedule import error_kind
+from ingest.sitemap_index import ChildDeferred, ChildFailed, walk_index
 from ingest.state import (
     FeedDefinition, FeedState, PageOutcome, Policy, conditional_headers, first_seen_for, from_epoch, on_error,
     on_feed, on_not_modified, on_redirects,
@@ -125,7 +129,7 @@ class FeedJobs:
         started = time.monotonic()
         try:
             resp = await self.fetcher.get(state.url, max_bytes=self.settings.max_feed_bytes, headers=headers,
-                                          what="feed", deadline=deadline)
+                                          what="feed", deadline=deadline, gzip_files=True)
         except Deferred:
             return
         except FetchError as exc:
@@ -146,7 +150,7 @@ class FeedJobs:
                                            rand=self.rand())
             result.outcome = "not_modified"
         elif resp.is_ok:
-            await self._feed_body(state, resp, now, result)
+            await self._feed_body(state, resp, now, result, deadline)
         else:
             error_class = status_error_class(resp.status)
             result.state = on_error(state, error_class=error_class, message=f"HTTP {resp.status} from {resp.final_url}",
@@ -157,30 +161,78 @@ class FeedJobs:
             log.warning("feed %s retired: %s", state.url, result.state.retired_reason,
                         extra={"feed_id": definition.id})
 
-    async def _feed_body(self, state: FeedState, resp: Response, now: datetime, result: JobResult) -> None:
+    def _parse(self, resp: Response, now: datetime) -> Awaitable[ParsedFeed]:
+        since = now - timedelta(days=self.settings.sitemap_recent_days)
+        return asyncio.get_running_loop().run_in_executor(
+            self.executor,
+            lambda: parse_feed(resp.body, url=resp.final_url, content_type=resp.headers.get("content-type"),
+                               max_entries=self.settings.max_entries_per_feed, since=since),
+        )
+
+    async def _feed_body(self, state: FeedState, resp: Response, now: datetime, result: JobResult,
+                         deadline: Deadline) -> None:
         body_hash = hashlib.sha256(resp.body).hexdigest()[:32]
         if body_hash == state.body_hash:
-            result.state = on_not_modified(state, headers=resp.headers, now=now, policy=self.policy,
-                                           rand=self.rand(), status=resp.status)
-            result.outcome = "unchanged"
+            self._unchanged(state, resp, now, result)
             return
         try:
-            parsed = await asyncio.get_running_loop().run_in_executor(
-                self.executor,
-                lambda: parse_feed(resp.body, url=resp.final_url, content_type=resp.headers.get("content-type"),
-                                   max_entries=self.settings.max_entries_per_feed),
-            )
+            parsed = await self._parse(resp, now)
         except NotAFeed as exc:
-            result.state = on_error(state, error_class=exc.error_class, message=exc.message, status=resp.status,
-                                    headers=resp.headers, now=now, policy=self.policy, rand=self.rand())
-            result.outcome = exc.error_class
+            self._failed(state, resp, now, result, exc.error_class, exc.message)
             return
+        if parsed.version == "sitemapindex":
+            walk = await walk_index(
+                parsed, root_urls=[state.url, resp.final_url], root_hash=body_hash,
+                read=lambda url: self._child_sitemap(url, now, deadline), max_depth=self.settings.sitemap_max_depth,
+                max_files=self.settings.sitemap_max_files, max_entries=self.settings.max_entries_per_feed)
+            if walk.failed is not None:
+                self._failed(state, resp, now, result, walk.failed.error_class,
+                             f"all {walk.read} sitemaps of the index failed; {walk.notes[0]}")
+                return
+            parsed, body_hash = walk.parsed, walk.body_hash
+            if body_hash == state.body_hash:
+                self._unchanged(state, resp, now, result)
+                return
         result.state, fresh = on_feed(state, parsed, body_hash=body_hash, headers=resp.headers, status=resp.status,
                                       now=now, policy=self.policy, rand=self.rand())
         result.outcome = "new" if fresh else "unchanged"
         metrics.NEW_ENTRIES.inc(len(fresh))
         if result.state.validators_ignored and not state.validators_ignored:
             log.warning("feed %s: validators ignored from now on: %s", state.url, result.state.validators_note)
+
+    def _unchanged(self, state: FeedState, resp: Response, now: datetime, result: JobResult) -> None:
+        result.state = on_not_modified(state, headers=resp.headers, now=now, policy=self.policy,
+                                       rand=self.rand(), status=resp.status)
+        result.outcome = "unchanged"
+
+    def _failed(self, state: FeedState, resp: Response, now: datetime, result: JobResult, error_class: str,
+                message: str) -> None:
+        result.state = on_error(state, error_class=error_class, message=message, status=resp.status,
+                                headers=resp.headers, now=now, policy=self.policy, rand=self.rand())
+        result.outcome = error_class
+
+    async def _child_sitemap(self, url: str, now: datetime, deadline: Deadline) -> tuple[ParsedFeed, str]:
+        """Fetch and parse one child sitemap of an index, with the feed's caps; raises ChildFailed, or
+        ChildDeferred when its host's turn comes after ``deadline``."""
+        started = time.monotonic()
+        try:
+            resp = await self.fetcher.get(url, max_bytes=self.settings.max_feed_bytes, headers={"Accept": FEED_ACCEPT},
+                                          what="sitemap", deadline=deadline, gzip_files=True)
+        except Deferred as exc:
+            raise ChildDeferred(url) from exc
+        except FetchError as exc:
+            raise ChildFailed(exc.error_class, exc.message) from exc
+        finally:
+            metrics.FETCH_SECONDS.labels("sitemap").observe(time.monotonic() - started)
+        if not resp.is_ok:
+            raise ChildFailed(status_error_class(resp.status), f"HTTP {resp.status}")
+        try:
+            parsed = await self._parse(resp, now)
+        except NotAFeed as exc:
+            raise ChildFailed(exc.error_class, exc.message) from exc
+        if parsed.version not in ("sitemap", "sitemapindex"):
+            raise ChildFailed("bad_content_type", f"a {parsed.version or 'feed'}, not a sitemap")
+        return parsed, hashlib.sha256(resp.body).hexdigest()[:32]
 
     # --- pages ---------------------------------------------------------------------------------
     async def page(self, ref: EntryRef, state: FeedState, definition: FeedDefinition,

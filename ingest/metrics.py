@@ -30,6 +30,8 @@ POLLS = Counter("newsflow_ingest_polls_total", "Feed polls by outcome (new, not_
                 "or the error class)", ["outcome"])
 NEW_ENTRIES = Counter("newsflow_ingest_new_entries_total", "Entries seen for the first time (or changed)")
 PAGES = Counter("newsflow_ingest_pages_total", "Article pages by result and reason", ["result", "reason"])
+SITEMAPS = Counter("newsflow_ingest_sitemaps_total", "Child sitemaps of sitemap indexes: ok, the error class, or "
+                   "not fetched (loop, too_deep, over_limit, deferred)", ["result"])
 FETCH_SECONDS = Histogram(
     "newsflow_ingest_fetch_seconds", "Time to fetch a feed or a page, redirects included", ["kind"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),

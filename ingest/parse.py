@@ -12,6 +12,9 @@
 * **bozo**: the entries feedparser could read are kept and the error is reported with them.
 * **JSON Feed** (jsonfeed.org 1.0/1.1), which feedparser 6.0 does not read, is mapped to feedparser's
   entry shape here, so one identity/version path serves every format.
+* **Sitemaps** (``<urlset>``, Google News ``news:``, ``<sitemapindex>``; ``ingest.sitemap``) are mapped
+  the same way. Only their recent entries are read (``since``), newest first; an index's entries are
+  its child sitemaps (``ParsedFeed.sitemaps``), which the poller's job fetches.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from datetime import UTC, datetime
 
 import feedparser
 
+from ingest.sitemap import Sitemap, read_sitemap, sitemap_kind
 from ingest.urls import canonical_url, resolve
 from newsflow.schema import FeedEntry, article_id
 
@@ -66,8 +70,10 @@ class ParsedFeed:
     sy_period: str | None = None
     sy_frequency: str | None = None
     bozo: str | None = None
+    bozo_class: str = "parse"  # the error class ``bozo`` is recorded with (``sitemap``: a child sitemap failed)
     version: str = ""
     dates: list[datetime] = field(default_factory=list)
+    sitemaps: list[str] = field(default_factory=list)  # a sitemap index: the child sitemaps to read
 
 
 def _h(text: str, n: int = 16) -> str:
@@ -128,6 +134,7 @@ def entry_ref(entry, base_url: str) -> EntryRef:
         summary=summary[:MAX_SUMMARY_CHARS] if isinstance(summary, str) else None,
         tags=[t.get("term") for t in entry.get("tags") or [] if t.get("term")],
         image=_image(entry),
+        language=entry.get("language"),
     )
 
 
@@ -205,10 +212,40 @@ def parse_json_feed(body: bytes) -> feedparser.FeedParserDict | None:
                                      feed=feedparser.FeedParserDict(title=data.get("title")))
 
 
-def parse_feed(body: bytes, *, url: str, content_type: str | None, max_entries: int) -> ParsedFeed:
-    """Parse a feed document fetched from ``url`` (the final URL). Raises NotAFeed when it is not one."""
+def _struct(dt: datetime | None) -> time.struct_time | None:
+    return dt.astimezone(UTC).timetuple() if dt else None
+
+
+def parse_sitemap(body: bytes, *, url: str, since: datetime | None, limit: int) -> feedparser.FeedParserDict:
+    """A sitemap as a feedparser result (version ``sitemap`` or ``sitemapindex``); its entries are the
+    ``limit`` newest recent ``<url>`` entries, newest first; ``sitemaps`` lists an index's child sitemaps."""
+    sm: Sitemap = read_sitemap(body, base_url=url, since=since, limit=limit)
+    if sm.error and not sm.total:
+        raise NotAFeed("parse", f"sitemap: {sm.error}")
+    entries = [feedparser.FeedParserDict(
+        id="", link=e.loc, title=e.title, published_parsed=_struct(e.published),
+        updated_parsed=_struct(e.updated), tags=[{"term": k} for k in e.keywords],
+        media_thumbnail=[{"url": e.image}] if e.image else [], language=e.language,
+    ) for e in sm.entries]
+    notes = [sm.error] if sm.error else []
+    if sm.undated and not sm.entries:
+        notes.append(f"{sm.undated} of {sm.total} sitemap entries have no news:publication_date or lastmod: "
+                     "skipped (only recent entries are read)")
+    return feedparser.FeedParserDict(
+        version=sm.kind if sm.kind == "sitemapindex" else "sitemap", bozo=bool(notes),
+        bozo_exception="; ".join(notes) if notes else None, entries=entries, sitemaps=sm.children,
+        counted=sm.total, feed=feedparser.FeedParserDict(title=sm.title))
+
+
+def parse_feed(body: bytes, *, url: str, content_type: str | None, max_entries: int,
+               since: datetime | None = None) -> ParsedFeed:
+    """Parse a feed or sitemap document fetched from ``url`` (the final URL). Raises NotAFeed when it is
+    neither. ``since``: sitemaps only, the oldest entry date read (None: every dated entry)."""
     media_type = (content_type or "").split(";")[0].strip().lower()
     head = body.lstrip()[:2048]
+    if sitemap_kind(head):  # before the media-type check: sitemaps come as text/plain or application/gzip too
+        parsed = parse_sitemap(body, url=url, since=since, limit=max_entries)
+        return _result(parsed, url, max_entries, parsed.counted)
     check_feed_type(media_type, head)
     parsed = parse_json_feed(body) if head.startswith(b"{") else None
     if parsed is not None:
@@ -224,7 +261,10 @@ def _result(parsed, url: str, max_entries: int, counted: int) -> ParsedFeed:
     bozo = None
     if parsed.get("bozo"):
         exc = parsed.get("bozo_exception")
-        bozo = f"{type(exc).__name__}: {exc}" if exc is not None else "malformed feed"
+        if isinstance(exc, str):
+            bozo = exc
+        else:
+            bozo = f"{type(exc).__name__}: {exc}" if exc is not None else "malformed feed"
     if not parsed.get("version") and not parsed.entries:
         raise NotAFeed("parse", bozo or "not an RSS, Atom, RDF or JSON feed")
     entries = [entry_ref(e, url) for e in parsed.entries[:max_entries]]
@@ -239,4 +279,5 @@ def _result(parsed, url: str, max_entries: int, counted: int) -> ParsedFeed:
         bozo=bozo,
         version=parsed.get("version", ""),
         dates=[d for d in (e.published for e in entries) if d is not None],
+        sitemaps=list(parsed.get("sitemaps") or []),
     )

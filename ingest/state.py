@@ -86,6 +86,7 @@ class FeedState(_Model):
     validators_ignored: bool = False
     validators_note: str | None = None
     not_modified_streak: int = 0
+    sitemap_index: bool = False  # a sitemap index: always fetched in full (its children change, not it)
     # schedule
     last_checked_at: datetime | None = None
     last_success_at: datetime | None = None
@@ -174,8 +175,10 @@ def reconcile(state: FeedState | None, definition: FeedDefinition) -> FeedState:
 
 
 def conditional_headers(state: FeedState) -> dict[str, str]:
-    """If-None-Match / If-Modified-Since, unless the validators lied before or a verification is due."""
-    if state.validators_ignored or state.not_modified_streak >= VERIFY_EVERY:
+    """If-None-Match / If-Modified-Since, unless the validators lied before, a verification is due, or the
+    feed is a sitemap index (a 304 for the index says nothing about the child sitemaps; the hash of all
+    the documents read tells whether anything changed)."""
+    if state.validators_ignored or state.not_modified_streak >= VERIFY_EVERY or state.sitemap_index:
         return {}
     headers = {}
     if state.etag:
@@ -256,7 +259,8 @@ def on_feed(state: FeedState, parsed: ParsedFeed, *, body_hash: str, headers, st
     """A feed body that changed: returns the new state and the entries whose pages must be fetched
     (new entries, and seen ones whose version changed). They are *pending* until ``settle`` marks them
     seen after their record was delivered."""
-    lie = validators_lied(state, headers=headers, body_hash=body_hash)
+    # A sitemap index's hash covers its children, which change under an unchanged index: no lie.
+    lie = None if parsed.version == "sitemapindex" else validators_lied(state, headers=headers, body_hash=body_hash)
     ignored = state.validators_ignored or lie is not None
     note = f"{now:%Y-%m-%d}: {lie}" if lie else state.validators_note
     ts = epoch(now)
@@ -298,6 +302,7 @@ def on_feed(state: FeedState, parsed: ParsedFeed, *, body_hash: str, headers, st
     update |= {
         "title": parsed.title or state.title,
         "body_hash": body_hash,
+        "sitemap_index": parsed.version == "sitemapindex",
         "validators_ignored": ignored,
         "validators_note": note,
         "not_modified_streak": 0,
@@ -310,7 +315,7 @@ def on_feed(state: FeedState, parsed: ParsedFeed, *, body_hash: str, headers, st
     if new:
         update["last_new_entry_at"] = now
     if parsed.bozo:
-        update |= {"last_error_class": "parse", "last_error": parsed.bozo[:500], "last_error_at": now}
+        update |= {"last_error_class": parsed.bozo_class, "last_error": parsed.bozo[:500], "last_error_at": now}
     update |= _validators(state.model_copy(update={"validators_ignored": ignored}), headers)
     return state.model_copy(update=update), fresh
 

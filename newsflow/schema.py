@@ -53,6 +53,7 @@ class FeedEntry(_Model):
     summary: str | None = None
     tags: list[str] = Field(default_factory=list)
     image: str | None = None
+    language: str | None = None  # as the source declares it (a news sitemap's news:language)
 
 
 class RawArticle(_Model):

@@ -124,6 +124,18 @@ class Settings(BaseSettings):
     max_feed_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Max feed size after decompression.")
     max_page_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Max page size after decompression.")
     max_entries_per_feed: int = Field(500, ge=1, description="Entries read from one feed per poll.")
+    sitemap_recent_days: float = Field(
+        2.0, gt=0,
+        description="Sitemap sources: only entries whose news:publication_date or lastmod (the later) is this "
+        "recent are fetched; entries with neither date are skipped. Child sitemaps of an index with an older "
+        "lastmod are not fetched.",
+    )
+    sitemap_max_depth: int = Field(
+        2, ge=0, description="Sitemap indexes are followed this many levels down (0: an index is not followed)."
+    )
+    sitemap_max_files: int = Field(
+        20, ge=1, description="Child sitemaps fetched per poll of one sitemap index (the newest by lastmod first)."
+    )
     connect_timeout_s: float = Field(5.0, gt=0, description="TCP/TLS connect timeout.")
     read_timeout_s: float = Field(15.0, gt=0, description="Timeout between two reads.")
     total_timeout_s: float = Field(30.0, gt=0, description="Total time for one request, body included.")

@@ -83,7 +83,9 @@ def build_article(raw: RawArticle, *, limits: Limits, enricher: Enricher | None 
     if not text:
         raise Quarantine("empty_extraction", f"no main text found in {raw.final_url}")
     sources = dict(merged.sources) | {"text": extraction.extractor}
-    fallback_lang = html_lang(page.lang)
+    # the language the source declares (a news sitemap's news:language), else the page's <html lang>
+    declared = html_lang(raw.entry.language)
+    fallback_lang = (declared, "feed:language") if declared else (html_lang(page.lang), "page:html-lang")
     article = _assemble(
         ident=raw.id, url=raw.url, final_url=raw.final_url, feed_url=raw.feed_url,
         source=clean_field(raw.feed_title, "source"), merged=merged, text=text, sources=sources,
@@ -121,14 +123,15 @@ def build_from_text(raw_text: str, *, path: Path, limits: Limits, enricher: Enri
     article = _assemble(
         ident=article_id(url), url=url, final_url=None, feed_url=None, source=path.name, merged=merged,
         text=text, sources=sources, extractor="plain-text", fetched_at=now, first_seen_at=now, now=now,
-        enricher=enricher, fallback_lang=None, timings=timings,
+        enricher=enricher, fallback_lang=(None, "none"), timings=timings,
     )
     return Built(article, timings)
 
 
 def _assemble(*, ident: str, url: str, final_url: str | None, feed_url: str | None, source: str | None,
               merged: Merged, text: str, sources: dict[str, str], extractor: str, fetched_at: datetime,
-              first_seen_at: datetime, now: datetime, enricher: Enricher | None, fallback_lang: str | None,
+              first_seen_at: datetime, now: datetime, enricher: Enricher | None,
+              fallback_lang: tuple[str | None, str],
               timings: dict[str, float]) -> Article:
     host = (urlsplit(merged.canonical_url).hostname or "").lower()
     steps: dict[str, str] = {}
@@ -138,11 +141,13 @@ def _assemble(*, ident: str, url: str, final_url: str | None, feed_url: str | No
         steps.update(found.steps)
         language = found.language
         sources["language"] = "py3langid" if language else "none"
+        if not language and fallback_lang[1] == "feed:language":  # detection unsure: the source's word
+            language, sources["language"] = fallback_lang
     else:
         found = Enrichment()
         steps["enrichment"] = "off (settings.enrich)"
-        language = fallback_lang
-        sources["language"] = "page:html-lang" if language else "none"
+        language = fallback_lang[0]
+        sources["language"] = fallback_lang[1] if language else "none"
     words = len(text.split())
     return Article(
         id=ident,

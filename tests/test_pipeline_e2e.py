@@ -1,9 +1,13 @@
-"""The walking skeleton: a page served on 127.0.0.1 flows poller -> Kafka -> processor -> indexer -> ES."""
+"""The walking skeleton: a page served on 127.0.0.1 flows poller -> Kafka -> processor -> indexer -> ES,
+listed by an RSS feed or by a news sitemap (behind a sitemap index, gzip-compressed)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+
+import gzip
+from datetime import timedelta
 
 import pytest
 
@@ -13,7 +17,7 @@ from newsflow.search import search
 from processors.indexer import make_runner as make_indexer
 from processors.processor import make_runner as make_processor
 from tests.conftest import FIXTURES
-from tests.support.feeds import rss
+from tests.support.feeds import news_sitemap, rss, sitemap_index
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +73,33 @@ def test_polling_the_same_feed_twice_leaves_one_document(site, tmp_path, make_se
         assert es.count(index=settings.es_index)["count"] == 2
     finally:
         es.close()
+
+
+def test_a_news_sitemap_s_articles_become_searchable(site, tmp_path, make_settings):
+    now = datetime.now(UTC).replace(microsecond=0)
+    site.add("/harbour.html", (FIXTURES / "article_harbour.html").read_bytes())
+    site.add("/orchard.html", (FIXTURES / "article_orchard.html").read_bytes())
+    site.add("/sitemaps/news.xml.gz", gzip.compress(news_sitemap([
+        {"loc": site.url("/harbour.html?utm_source=sitemap"), "title": "Lighthouse vote",
+         "published": now - timedelta(hours=2), "keywords": "lighthouse, harbour council"},
+        {"loc": site.url("/orchard.html"), "title": "Late frost", "published": now - timedelta(days=9)},  # too old
+    ], publication="Sitemap Gazette")), content_type="application/x-gzip")
+    site.add("/sitemaps/index.xml", sitemap_index([(site.url("/sitemaps/news.xml.gz"), now)]),
+             content_type="application/xml")
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(f"feeds:\n  - url: {site.url('/sitemaps/index.xml')}\n")
+    settings = make_settings(feeds_file=feeds)
+    assert Poller(settings).run(once=True) is None
+    drain(settings)
+
+    result = search(settings, "lighthouse")
+    assert result["total"] == 1 and site.hits("/orchard.html") == 0
+    hit = result["hits"][0]
+    assert hit["title"] == "Harbour town votes to rebuild its old lighthouse"
+    assert hit["url"] == site.url("/harbour.html") and hit["source"] == "Sitemap Gazette"
+    assert hit["published_at"].startswith((now - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"))
+    es = make_es(settings)
+    src = es.search(index=settings.es_index, query={"ids": {"values": [hit["id"]]}})["hits"]["hits"][0]["_source"]
+    es.close()
+    assert {"lighthouse", "harbour council"} <= set(src["tags"])
+    assert src["feed_url"] == site.url("/sitemaps/index.xml")

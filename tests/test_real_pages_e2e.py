@@ -3,8 +3,8 @@
 The corpus pages (``tests.conftest.CORPUS``: ``pages/`` and ``news-metadata/``, ~500 pages from ~400
 hosts) are served on their own host names by a local web of publishers (``tests/support/realsite.py``),
 with their own HTML, canonical links and charsets, behind eight local RSS and Atom feeds whose links
-carry tracking queries and variants; ~20 % of the pages are listed by two or three feeds under different
-links. One host has real robots.txt rules (a disallowed page, and one only the longer ``Allow`` rule
+carry tracking queries and variants, and a Google News sitemap index (24 pages listed only there, 12
+more also in a feed); ~20 % of the pages are listed by two or three sources under different links. One host has real robots.txt rules (a disallowed page, and one only the longer ``Allow`` rule
 permits). The real poller -> processor -> indexer run once for the module on the local Kafka and
 Elasticsearch (own topics and index), enrichment on, ``respect_robots`` on; every test asserts on that
 one run. The counts are printed and written to ``.local/reports/real_pages.json``.
@@ -20,6 +20,7 @@ Part of ``make test``; alone: ``.venv/bin/pytest tests/test_real_pages_e2e.py`` 
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import signal
@@ -39,6 +40,7 @@ from trafilatura.utils import load_html
 
 from ingest.netguard import StubResolver
 from ingest.poller import Poller
+from ingest.sitemap import read_sitemap
 from ingest.status import status_rows
 from ingest.store import load_catalog
 from newsflow.elastic import make_es
@@ -86,6 +88,7 @@ class RealRun:
     seconds: dict[str, float]
     poller_rounds: int
     violations: list[str]
+    sitemap_url: str  # the news sitemap index, one of ``feeds``
     page_docs: dict[str, list[dict]] = field(default_factory=dict)
     page_dead: dict[str, list[Dead]] = field(default_factory=dict)
     unmatched_docs: list[dict] = field(default_factory=list)
@@ -177,6 +180,12 @@ def _print(request, text: str) -> None:
         print(text, flush=True)
 
 
+def sitemap_only(run: RealRun) -> list[CorpusPage]:
+    """Pages that only the news sitemap lists."""
+    elsewhere = {li.page.id for url, ls in run.feeds.items() if url != run.sitemap_url for li in ls}
+    return [li.page for li in run.feeds[run.sitemap_url] if li.page.id not in elsewhere]
+
+
 def summarise(run: RealRun) -> dict[str, Any]:
     fetched = dict(run.web.page_fetches)
     by_reason = Counter(f"{d.stage}:{d.reason}" for d in run.dead)
@@ -214,6 +223,13 @@ def summarise(run: RealRun) -> dict[str, Any]:
         "pages_dead_lettered_by_reason": dict(pages_by_reason.most_common()),
         "unmatched_documents": len(run.unmatched_docs),
         "unmatched_dead_letters": len(run.unmatched_dead),
+        "sitemap_listings": len(run.feeds[run.sitemap_url]),
+        "sitemap_only_pages": len(sitemap_only(run)),
+        "sitemap_only_pages_searchable": sum(1 for p in sitemap_only(run) if run.page_docs.get(p.id)),
+        "sitemap_only_pages_dead_lettered": sum(1 for p in sitemap_only(run) if run.page_dead.get(p.id)),
+        "sitemap_requests": {path: run.web.requests[(realsite.FEED_HOST, "/" + path)]
+                             for path in (realsite.SITEMAP_INDEX, *realsite.SITEMAP_CHILDREN,
+                                          realsite.SITEMAP_OLD_CHILD)},
         "poller_rounds": run.poller_rounds,
         "seconds": {k: round(v, 1) for k, v in run.seconds.items()},
     }
@@ -227,7 +243,7 @@ def real(stack: Settings, tmp_path_factory, request) -> Iterator[RealRun]:
     seconds: dict[str, float] = {}
     pages = realsite.load_corpus(CORPUS) + realsite.fake_pages()
     web = PublisherWeb(pages).start()
-    feeds = realsite.build_feeds(pages, web)
+    feeds = realsite.build_feeds(pages, web)  # RSS and Atom feeds, and a news sitemap index
     feeds_file = tmp_path_factory.mktemp("real-pages") / "feeds.yaml"
     feeds_file.write_text("feeds:\n" + "".join(f"  - url: {u}\n" for u in feeds))
     tag = f"t{uuid.uuid4().hex[:10]}"
@@ -269,7 +285,7 @@ def real(stack: Settings, tmp_path_factory, request) -> Iterator[RealRun]:
     finally:
         guard.uninstall()
     run = RealRun(settings, web, web.pages, feeds, docs, dead, rows, status, seconds, rounds,
-                  list(guard.violations))
+                  list(guard.violations), web.feed_url(realsite.SITEMAP_INDEX))
     served, canonical = page_index(web)
     for d in docs:
         pid = match([d.get("final_url"), d.get("url"), d.get("canonical_url")], served, canonical)
@@ -301,6 +317,13 @@ def test_every_page_is_served_behind_real_looking_feeds(real: RealRun):
     shared = [p for p, n in listed.items() if n > 1]
     assert 0.15 * len(real.pages) <= len(shared) <= 0.3 * len(real.pages), len(shared)
     for url, listings in real.feeds.items():
+        if url == real.sitemap_url:
+            children = [real.web.feeds["/" + c] for c in realsite.SITEMAP_CHILDREN]
+            locs = [e.loc for doc in children for e in read_sitemap(
+                gzip.decompress(doc.body) if doc.path.endswith(".gz") else doc.body, base_url=url, since=None,
+                limit=10_000).entries]
+            assert sorted(locs) == sorted(li.link for li in listings)
+            continue
         parsed = feedparser.parse(real.web.feeds["/" + url.split("/", 3)[3]].body)
         assert not parsed.bozo, (url, parsed.get("bozo_exception"))
         assert [e.link for e in parsed.entries] == [li.link for li in listings]
@@ -319,6 +342,27 @@ def test_every_page_is_served_behind_real_looking_feeds(real: RealRun):
     assert sum(f.gzip for f in real.web.fetches) >= 30, "gzip-encoded pages were not exercised"
     misses = [(f.host, f.target) for f in real.web.fetches if f.status == 404 and f.target != "/robots.txt"]
     assert not misses, f"requests the publisher web could not route: {misses[:10]}"
+
+
+# --- news sitemap ---------------------------------------------------------------------------------------------
+def test_news_sitemap_articles_become_searchable(real: RealRun):
+    """The pages only the news sitemap lists (behind an index, one child a gzip file) are searchable, with
+    the index as their source URL and its publication as their source; the child the index dates years
+    back is never asked for; every sitemap is read once per poll."""
+    only = sitemap_only(real)
+    assert len(only) == realsite.SITEMAP_ONLY
+    not_searchable = [p.id for p in only if not real.page_docs.get(p.id) and not any(
+        is_true_reason(d, p, real.settings)[0] for d in real.page_dead.get(p.id, []))]
+    assert not not_searchable, not_searchable
+    searchable = [p for p in only if real.page_docs.get(p.id)]
+    assert len(searchable) >= realsite.SITEMAP_ONLY - 2, real.summary
+    wrong_source = [(p.id, d.get("feed_url")) for p in searchable for d in real.page_docs[p.id]
+                    if d.get("feed_url") != real.sitemap_url]
+    assert not wrong_source, wrong_source
+    requests = real.summary["sitemap_requests"]
+    assert requests.pop(realsite.SITEMAP_OLD_CHILD) == 0 and set(requests.values()) == {1}, requests
+    row = next(r for r in real.feed_rows if r["url"] == real.sitemap_url)
+    assert row["title"] == realsite.SITEMAP_PUBLICATION and row["entries_last_poll"] == len(real.feeds[real.sitemap_url])
 
 
 # --- (a) nothing missing ------------------------------------------------------------------------------------

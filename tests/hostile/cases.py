@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import gzip
 import io
+from datetime import UTC, datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 
 from tests.support import hostile
+from tests.support.feeds import news_sitemap, sitemap_index
 from tests.support.hostile import _send, page_html
 from tests.support.site import FixtureSite
 
@@ -96,6 +98,20 @@ def redirect_loop(site: FixtureSite, path: str) -> None:
     site.add(c, handler=hostile.redirect(a, 307))
 
 
+def sitemap_index_loop(site: FixtureSite, path: str) -> None:
+    """An index listing itself and a second index, which lists the first again and a news sitemap: the
+    loop is cut, every sitemap read once, the one recent entry read."""
+    now = datetime.now(UTC)
+    site.add(path, sitemap_index([site.url(path), site.url(f"{path}-b")]), content_type="application/xml")
+    site.add(f"{path}-b", sitemap_index([site.url(path), site.url(f"{path}-news.xml.gz")]),
+             content_type="application/xml")
+    site.add(f"{path}-news.xml.gz", gzip.compress(news_sitemap([{"loc": site.url(f"{path}-article"),
+                                                                  "published": now, "title": "Loop"}])),
+             content_type="application/x-gzip")
+    site.add(f"{path}-article", page_html("Loop article", "A sitemap index loop cannot stop this. " * 20),
+             content_type=HTML)
+
+
 LATIN1_PAGE = page_html("Café société", "Le café de la société est fermé: à bientôt, señor Müller. " * 20,
                         charset_meta="utf-8").encode("latin-1")  # declares UTF-8, is Latin-1
 UTF8_AS_LATIN1_PAGE = page_html("Łódź naïve façade", "Zażółć gęślą jaźń — “quoted” text. " * 20,
@@ -167,6 +183,18 @@ CASES = [
     Case("100,000-entry feed", serve(lambda: body(hostile.many_entries_feed(100_000, "/many"), RSS)),
          serve(lambda: body(page_html("Many", "An ordinary page. " * 50).encode(), HTML)), frozenset(), False,
          "4.6 MB, 100,000 items: read up to max_entries_per_feed"),
+    Case("sitemap gzip bomb", serve(lambda: hostile.gzip_bomb_file(256 * MiB)),
+         serve(lambda: body(page_html("Bomb", "An ordinary page. " * 50).encode(), HTML)),
+         frozenset({"too_large"}), False, "a .xml.gz sitemap file (no Content-Encoding) inflating to 256 MiB"),
+    Case("50 MiB sitemap", serve(lambda: hostile.huge_sitemap(50 * MiB)),
+         serve(lambda: body(page_html("Huge", "An ordinary page. " * 50).encode(), HTML)),
+         frozenset({"too_large"}), False, "a well-formed news sitemap of 50 MiB, every entry recent"),
+    Case("sitemap index loop", sitemap_index_loop,
+         serve(lambda: body(page_html("Loop", "An ordinary page. " * 50).encode(), HTML)),
+         frozenset(), False, "index -> itself and index b -> index again and a news sitemap"),
+    Case("garbage sitemap", serve(lambda: body(b"<urlset>" + bytes(range(256)) * 400, "application/xml")),
+         serve(lambda: body(page_html("Garbage", "An ordinary page. " * 50).encode(), HTML)),
+         frozenset({"parse"}), False, "a <urlset> root followed by 100 KiB of binary"),
     Case("pathologically slow extraction", serve(lambda: body(hostile.many_entries_feed(3, "/slowx"), RSS)),
          serve(lambda: body(pathological_table_page(), HTML)), frozenset(), False,
          "one table row of 100,000 cells: minutes in trafilatura, the processor must time out"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from ingest.opml import parse_opml, to_opml
 from ingest.poller import Poller
 from newsflow.cli import main
 from tests.support import hostile
-from tests.support.feeds import rss
+from tests.support.feeds import news_sitemap, rss, sitemap_index
 
 pytestmark = pytest.mark.integration
 
@@ -135,6 +136,25 @@ def test_discover_finds_feeds_with_trafilatura_and_adds_them(cli, site):
     assert "broken.xml" in err
     assert listed(cli) == [site.url("/atom.xml"), site.url("/feed.xml")]
     assert cli("feeds", "discover", site.url("/atom.xml"))[1].startswith(site.url("/atom.xml"))
+
+
+def test_discover_finds_sitemaps_named_by_robots_txt_and_adds_them(cli, site):
+    now = datetime.now(UTC)
+    site.add("/", "<html><head><title>No feed links</title></head><body>home</body></html>")
+    site.add("/robots.txt", "User-agent: *\nDisallow: /private/\n"
+             f"Sitemap: {site.url('/news.xml.gz')}\nSitemap: /sitemap-index.xml\nSitemap: {site.url('/gone.xml')}\n",
+             content_type="text/plain")
+    site.add("/news.xml.gz", gzip.compress(news_sitemap([{"loc": site.url("/a"), "published": now},
+                                                         {"loc": site.url("/b"), "published": now}])),
+             content_type="application/x-gzip")
+    site.add("/sitemap-index.xml", sitemap_index([site.url("/news.xml.gz")]), content_type="application/xml")
+    code, out, err = cli("feeds", "discover", site.url("/"), "--add")
+    assert code == 0, err
+    lines = sorted(out.splitlines())
+    assert lines == [f"{site.url('/news.xml.gz')}\tFixture News\t2 entries (sitemap)",
+                     f"{site.url('/sitemap-index.xml')}\t\tsitemap index of 1 recent sitemaps"]
+    assert "gone.xml: HTTP 404" in err
+    assert listed(cli) == [site.url("/news.xml.gz"), site.url("/sitemap-index.xml")]
 
 
 def test_poll_once_from_the_command_line(cli, site, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import pytest
 
 from newsflow.runner import Quarantine
 from newsflow.schema import Article, FeedEntry, RawArticle, article_id
+from processors.enrich.enricher import Enrichment
 from processors.article import Limits, build_article, build_from_text, reading_time_s, split_date_line
 from processors.extract import BASELINE
 from tests.conftest import SEED
@@ -49,6 +50,33 @@ def test_page_and_feed_metadata_are_merged_with_provenance():
     assert article.reading_time_s == reading_time_s(article.word_count)
     assert article.persons == [] and article.minhash is None and article.content_hash
     Article.from_bytes(article.to_bytes())  # valid against the schema
+
+
+def test_a_language_the_source_declares_wins_over_html_lang_when_enrichment_is_off():
+    entry = FeedEntry(title="Schlagzeile", language="de-DE")  # a news sitemap's news:language
+    article = build_article(raw_of(seed_html(), entry=entry), limits=Limits(), now=NOW).article
+    assert article.language == "de" and article.provenance.fields["language"] == "feed:language"
+
+
+class _Detects:
+    """An enricher stand-in whose language detection finds ``language`` (None: unsure)."""
+
+    def __init__(self, language: str | None):
+        self.language = language
+
+    def enrich(self, text: str, title: str | None) -> Enrichment:
+        return Enrichment(language=self.language)
+
+
+@pytest.mark.parametrize("detected, language, source", [
+    ("en", "en", "py3langid"),  # detection wins
+    (None, "de", "feed:language"),  # detection unsure: the source's declaration
+])
+def test_a_declared_language_fills_in_when_detection_is_unsure(detected, language, source):
+    entry = FeedEntry(language="de")
+    article = build_article(raw_of(seed_html(), entry=entry), limits=Limits(), enricher=_Detects(detected),
+                            now=NOW).article
+    assert (article.language, article.provenance.fields["language"]) == (language, source)
 
 
 def test_page_metadata_fills_what_the_feed_lacks():

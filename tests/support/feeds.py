@@ -27,3 +27,44 @@ def rss(title: str, items: list[dict], *, link: str = "http://127.0.0.1/", extra
         f"<title>{escape(title)}</title><link>{escape(link)}</link><description>fixture</description>"
         f"{extra_channel}{''.join(parts)}</channel></rss>"
     ).encode("utf-8")
+
+
+SITEMAP_NS = ('xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" '
+              'xmlns:news="http://www.google.com/schemas/sitemap-news/0.9" '
+              'xmlns:image="http://www.google.com/schemas/sitemap-image/1.1"')
+
+
+def news_sitemap(entries: list[dict], *, publication: str = "Fixture News", language: str | None = "en") -> bytes:
+    """A Google News sitemap. ``entries``: dicts with loc and optionally title, published (datetime: a
+    news:news block), lastmod (datetime), keywords, image, language (overrides ``language``; None: none)."""
+    urls = []
+    for e in entries:
+        parts = [f"<url><loc>{escape(e['loc'])}</loc>"]
+        if isinstance(e.get("lastmod"), datetime):
+            parts.append(f"<lastmod>{e['lastmod'].isoformat()}</lastmod>")
+        if isinstance(e.get("published"), datetime):
+            parts.append(
+                "<news:news><news:publication>"
+                f"<news:name>{escape(publication)}</news:name>"
+                + (f"<news:language>{escape(lang)}</news:language>" if (lang := e.get("language", language)) else "")
+                + "</news:publication>"
+                f"<news:publication_date>{e['published'].isoformat()}</news:publication_date>"
+                + (f"<news:title>{escape(e['title'])}</news:title>" if e.get("title") else "")
+                + (f"<news:keywords>{escape(e['keywords'])}</news:keywords>" if e.get("keywords") else "")
+                + "</news:news>")
+        if e.get("image"):
+            parts.append(f"<image:image><image:loc>{escape(e['image'])}</image:loc></image:image>")
+        urls.append("".join(parts) + "</url>")
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n<urlset {SITEMAP_NS}>{"".join(urls)}</urlset>'.encode()
+
+
+def sitemap_index(children: list[str | tuple[str, datetime]]) -> bytes:
+    """A sitemap index; a child is a URL, or (URL, lastmod)."""
+    parts = []
+    for c in children:
+        loc, lastmod = (c, None) if isinstance(c, str) else c
+        parts.append(f"<sitemap><loc>{escape(loc)}</loc>"
+                     + (f"<lastmod>{lastmod.isoformat()}</lastmod>" if lastmod else "") + "</sitemap>")
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{"".join(parts)}</sitemapindex>'
+            ).encode()

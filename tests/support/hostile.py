@@ -12,7 +12,7 @@ Inventory: ``Conditional`` (ETag/Last-Modified, 304), ``Lying`` (validators that
 410, 5xx ...), ``retry_after`` + ``http_date`` (429/503, delta-seconds or HTTP-date), ``redirect``,
 ``install_redirect_chain`` (301/302/307/308), ``install_redirect_loop``, ``gzip_bomb``, ``deflate_body``,
 ``endless_body``, ``slow_drip``, ``stall``, ``huge_headers``, ``wrong_content_type``, ``misdeclared_charset``,
-``big_feed`` (50 MiB), and documents: ``many_entries_feed`` (100,000 entries), ``entity_expansion_feed``,
+``big_feed`` (50 MiB), ``gzip_bomb_file`` (a ``.xml.gz`` sitemap), ``huge_sitemap``, and documents: ``many_entries_feed`` (100,000 entries), ``entity_expansion_feed``,
 ``invalid_utf8_feed``, ``rss_document``/``rss_items``, ``page_html``.
 """
 
@@ -137,6 +137,51 @@ def gzip_bomb(decompressed_bytes: int = 64 * 1024 * 1024, content_type: str = RS
 
     def handler(h: BaseHTTPRequestHandler) -> None:
         _send(h, 200, payload, {"Content-Type": content_type, "Content-Encoding": "gzip"})
+    return handler
+
+
+SITEMAP_HEAD = (b'<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" '
+                b'xmlns:news="http://www.google.com/schemas/sitemap-news/0.9">')
+
+
+def gzip_bomb_file(decompressed_bytes: int = 64 * 1024 * 1024) -> Handler:
+    """A ``.xml.gz`` sitemap *file* (``application/x-gzip``, no Content-Encoding) that inflates to
+    ``decompressed_bytes``: a urlset prologue, then zeros."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=9) as gz:
+        gz.write(SITEMAP_HEAD + b"<url><loc>")
+        block = b"\0" * (1024 * 1024)
+        for _ in range(decompressed_bytes // len(block)):
+            gz.write(block)
+    payload = buf.getvalue()
+
+    def handler(h: BaseHTTPRequestHandler) -> None:
+        _send(h, 200, payload, {"Content-Type": "application/x-gzip"})
+    return handler
+
+
+def huge_sitemap(total_bytes: int, base: str = "http://127.0.0.1/s", when: datetime | None = None) -> Handler:
+    """A well-formed news sitemap of about ``total_bytes``: ``<url>`` entries dated ``when`` (default: now),
+    generated while sending."""
+    def handler(h: BaseHTTPRequestHandler) -> None:
+        date = (when or datetime.now().astimezone()).isoformat().encode()
+        tail = b"</urlset>"
+        item = (b"<url><loc>" + base.encode() + b"/%09d</loc><news:news><news:publication><news:name>Huge"
+                b"</news:name><news:language>en</news:language></news:publication><news:publication_date>"
+                + date + b"</news:publication_date><news:title>Entry</news:title></news:news></url>")
+        n = max(0, (total_bytes - len(SITEMAP_HEAD) - len(tail)) // len(item % 0))
+        h.send_response(200)
+        h.send_header("Content-Type", "application/xml")
+        h.send_header("Content-Length", str(len(SITEMAP_HEAD) + n * len(item % 0) + len(tail)))
+        h.end_headers()
+        try:
+            h.wfile.write(SITEMAP_HEAD)
+            for i in range(n):
+                h.wfile.write(item % i)
+            h.wfile.write(tail)
+        except OSError:
+            pass
+        _gone(h)
     return handler
 
 

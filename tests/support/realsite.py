@@ -26,6 +26,13 @@ it through the poller's ``StubResolver`` (``resolver_table``): no real DNS, no r
 ``build_feeds`` puts every page in at least one RSS 2.0 or Atom feed on ``FEED_HOST``, some pages in
 two or three, each listing under another link variant (``?ref=rss``, ``utm_*``, a trailing slash, an
 upper-case host). ``norm_url`` maps any of those URLs (or a canonical link) back to its page.
+
+It also serves a Google News sitemap source on ``FEED_HOST``: an index (``SITEMAP_INDEX``) of two news
+sitemaps dated now, one a gzip file (``.xml.gz``, ``application/x-gzip``), and of one dated years ago that
+is not even served (a poller reading only recent sitemaps never asks for it). ``SITEMAP_ONLY`` news pages
+are listed only there (taken out of the feeds); ``SITEMAP_ALSO`` more are listed there and, under another
+link, in a feed. Entries carry the page's title and publishing date as news:title and
+news:publication_date, and the run's time as lastmod.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit, urlunsplit
 from xml.sax.saxutils import escape, quoteattr
+
+from tests.support.feeds import news_sitemap, sitemap_index
 
 FEED_HOST = "feeds.newsflow.test"
 NOURL_HOST = "nourl.example"
@@ -72,6 +81,12 @@ _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_:.-]+
 # An absolute or protocol-relative link at the start of a URL (not inside another URL's path).
 _LINK = re.compile(rb"(?<![\w/.:+-])((?:https?:)?//)([A-Za-z0-9.-]+)(:\d+)?(?=[/\"'?#\s<>)\\,;]|$)", re.I)
 
+SITEMAP_INDEX = "sitemaps/news-index.xml"
+SITEMAP_CHILDREN = ("sitemaps/news-1.xml.gz", "sitemaps/news-2.xml")
+SITEMAP_OLD_CHILD = "sitemaps/news-2019.xml"  # listed with an old lastmod: never fetched, never served
+SITEMAP_ONLY = 24  # news pages listed only by the news sitemap
+SITEMAP_ALSO = 12  # news pages listed by a feed and, under another link, by the news sitemap
+SITEMAP_PUBLICATION = "Newsflow test wire"
 FEED_NAMES = ("rss/world.xml", "rss/europe.xml", "rss/business.xml", "rss/culture.xml",
               "atom/latest.xml", "atom/regional.xml", "atom/opinion.xml", "atom/archive.xml")
 VARIANTS = ("ref", "utm", "slash", "upper")
@@ -461,11 +476,46 @@ def atom_feed(title: str, listings: Iterable[Listing], *, self_url: str, updated
             f"{''.join(entries)}</feed>").encode("utf-8")
 
 
-def build_feeds(pages: list[CorpusPage], web: PublisherWeb, *, seed: int = 20260101) -> dict[str, list[Listing]]:
-    """Plan the listings, render the feeds and install them on ``web``. Returns feed URL -> listings."""
+def plan_sitemap(plan: dict[str, list[Listing]], pages: list[CorpusPage], web: PublisherWeb, *,
+                 seed: int) -> list[Listing]:
+    """The news sitemap's listings: ``SITEMAP_ONLY`` news pages (a title and a date) taken out of every
+    feed of ``plan``, and ``SITEMAP_ALSO`` more listed under their ``utm`` variant as well."""
+    rng = random.Random(seed + 1)
+    news = [p for p in pages if p.title and p.published and not p.robots_disallowed]
+    chosen = rng.sample(news, SITEMAP_ONLY + SITEMAP_ALSO)
+    only = {p.id for p in chosen[:SITEMAP_ONLY]}
+    for name, listings in plan.items():
+        plan[name] = [li for li in listings if li.page.id not in only]
+    return [Listing(p, web.local(p.url) if p.id in only else variant(web.local(p.url), "utm"), "", False)
+            for p in chosen]
+
+
+def install_sitemap(listings: list[Listing], web: PublisherWeb, *, now: datetime) -> str:
+    """The index and its news sitemaps on ``web``; returns the index URL."""
+    half = (len(listings) + 1) // 2
+    for path, part in zip(SITEMAP_CHILDREN, (listings[:half], listings[half:])):
+        xml = news_sitemap([{"loc": li.link, "title": li.page.title, "published": li.page.published, "lastmod": now}
+                            for li in part], publication=SITEMAP_PUBLICATION, language=None)
+        gzipped = path.endswith(".gz")
+        doc = FeedDoc(path, "application/x-gzip" if gzipped else "application/xml; charset=utf-8",
+                      gzip.compress(xml, mtime=0) if gzipped else xml)
+        doc.links = [(li.page.id, li.link) for li in part]
+        web.add_feed(doc)
+    index = sitemap_index([(web.feed_url(p), now) for p in SITEMAP_CHILDREN]
+                          + [(web.feed_url(SITEMAP_OLD_CHILD), datetime(2019, 1, 1, tzinfo=UTC))])
+    return web.add_feed(FeedDoc(SITEMAP_INDEX, "application/xml; charset=utf-8", index))
+
+
+def build_feeds(pages: list[CorpusPage], web: PublisherWeb, *, seed: int = 20260101,
+                now: datetime | None = None) -> dict[str, list[Listing]]:
+    """Plan the listings, render the feeds and the news sitemap and install them on ``web``. Returns source
+    URL (each feed's, the sitemap index's) -> listings."""
     out: dict[str, list[Listing]] = {}
     updated = datetime(2026, 1, 1, tzinfo=UTC)
-    for name, listings in plan_listings(pages, web, seed=seed).items():
+    plan = plan_listings(pages, web, seed=seed)
+    sitemap = plan_sitemap(plan, pages, web, seed=seed)
+    out[install_sitemap(sitemap, web, now=now or datetime.now(UTC))] = sitemap
+    for name, listings in plan.items():
         title = "Newsflow test wire: " + name.split("/")[1].removesuffix(".xml")
         if name.startswith("rss/"):
             doc = FeedDoc(name, "application/rss+xml; charset=utf-8",
