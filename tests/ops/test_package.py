@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,9 +28,15 @@ PACKAGE_DATA = ("newsflow/data/articles-template.json", "newsflow/data/ilm-polic
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    """Built from what the Dockerfile copies, in a directory of its own (no stale build/ of the checkout)."""
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, src / name)
+    for package in ("newsflow", "ingest", "processors"):
+        shutil.copytree(REPO_ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                           "--wheel-dir", str(out), str(REPO_ROOT)], capture_output=True, text=True, timeout=300)
+                           "--wheel-dir", str(out), str(src)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     (whl,) = out.glob("newsflow-*.whl")
     return whl
