@@ -11,6 +11,7 @@ STACK := deploy/local/stack.sh
 # Variables: override on the command line (make run KAFKA_PORT=19092) or in the environment.
 KAFKA_HOST ?= 127.0.0.1 ## Kafka host the pipeline talks to
 KAFKA_PORT ?= 9092 ## Kafka port (also the local stack's listener)
+KAFKA_BROKERS ?= 1 ## local Kafka nodes; 3 = a KRaft cluster on KAFKA_PORT, +2, +4 (topics: replication 3, min ISR 2)
 ES_HOST ?= 127.0.0.1 ## Elasticsearch host
 ES_PORT ?= 9200 ## Elasticsearch port (also the local stack's HTTP port)
 METRICS_PORT ?= 9464 ## first /metrics port: poller +0, processor +1, indexer +2
@@ -20,12 +21,16 @@ PYTEST_ARGS ?= ## extra pytest arguments, e.g. PYTEST_ARGS='-x -k lag'
 REPLAY_ARGS ?= ## arguments of `newsflow dlq replay` (make replay)
 KIBANA_URL ?= http://127.0.0.1:5601 ## Kibana that `make kibana` imports the saved objects into
 KIBANA_AUTH ?= ## user:password for `make kibana` (empty = no authentication)
-VARS := KAFKA_HOST KAFKA_PORT ES_HOST ES_PORT METRICS_PORT FEEDS DEMO_PORT PYTEST_ARGS REPLAY_ARGS KIBANA_URL KIBANA_AUTH
+VARS := KAFKA_HOST KAFKA_PORT KAFKA_BROKERS ES_HOST ES_PORT METRICS_PORT FEEDS DEMO_PORT PYTEST_ARGS REPLAY_ARGS KIBANA_URL KIBANA_AUTH
 # The "## doc" above leaves trailing blanks in the values: strip them.
 $(foreach v,$(VARS),$(eval override $(v) := $(strip $($(v)))))
 
-export KAFKA_PORT ES_PORT
-export NEWSFLOW_KAFKA_BOOTSTRAP ?= $(KAFKA_HOST):$(KAFKA_PORT)
+export KAFKA_PORT KAFKA_BROKERS ES_PORT
+# Every node of the local cluster is a bootstrap server; from 3 nodes on, topics are replicated 3
+# times and a write needs 2 in-sync replicas (one broker may be down).
+export NEWSFLOW_KAFKA_BOOTSTRAP ?= $(shell seq -s, -f '$(KAFKA_HOST):%g' $(KAFKA_PORT) 2 $$(( $(KAFKA_PORT) + 2 * ($(KAFKA_BROKERS) - 1) )))
+export NEWSFLOW_TOPIC_REPLICATION ?= $(shell echo $$(( $(KAFKA_BROKERS) < 3 ? $(KAFKA_BROKERS) : 3 )))
+export NEWSFLOW_TOPIC_MIN_INSYNC ?= $(shell echo $$(( $(KAFKA_BROKERS) < 3 ? 1 : 2 )))
 export NEWSFLOW_ES_URL ?= http://$(ES_HOST):$(ES_PORT)
 export NEWSFLOW_METRICS_PORT ?= $(METRICS_PORT)
 export NEWSFLOW_FEEDS_FILE ?= $(abspath $(FEEDS))
@@ -84,7 +89,7 @@ status: install ## stack status, then `newsflow status` (stages, lag, feeds, ES,
 logs: ## the local stack's logs (the stages log to the terminal of `make run`)
 	bash $(STACK) logs
 
-topics: install ## create the Kafka topics (idempotent; part of `make up`)
+topics: install ## create the Kafka topics, set declared configs (raw retention) on existing ones (idempotent; part of `make up`)
 	$(BIN)/newsflow topology
 
 templates: install ## apply the Elasticsearch index template (idempotent; part of `make up`)

@@ -21,6 +21,9 @@ COMMAND_MODULES = (
 )
 
 
+EX_CONFIG = 78  # sysexits.h: configuration error
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="newsflow",
@@ -38,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from newsflow.logs import configure_logging
-    from newsflow.settings import Settings
+    from newsflow.settings import ConfigurationError, Settings
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -56,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args, settings) or 0)
     except KeyboardInterrupt:
         return 130
+    except ConfigurationError as exc:  # a refused password, an untrusted CA: restarting will not help
+        print(f"newsflow {args.command}: {exc}", file=sys.stderr)
+        return EX_CONFIG
     except Exception as exc:
         logging.getLogger("newsflow").debug("command failed", exc_info=True)
         print(f"newsflow {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)

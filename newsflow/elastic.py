@@ -44,7 +44,13 @@ _GENERATION = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 def make_es(settings: Settings, **overrides: Any) -> Elasticsearch:
+    """The client: API key (else basic auth) and, for https:// URLs, certificate verification against
+    ``es_ca_certs`` (else the system's CAs) unless ``es_verify_certs`` is off."""
     kw: dict[str, Any] = {"request_timeout": ES_REQUEST_TIMEOUT_S, "retry_on_timeout": False, "max_retries": 0}
+    if settings.es_url.startswith("https://"):
+        kw["verify_certs"] = settings.es_verify_certs
+        if settings.es_ca_certs is not None:
+            kw["ca_certs"] = str(settings.es_ca_certs)
     if settings.es_api_key is not None:
         kw["api_key"] = settings.es_api_key.get_secret_value()
     elif settings.es_username and settings.es_password is not None:
@@ -185,14 +191,36 @@ def apply_template(es: Elasticsearch, settings: Settings) -> None:
     """Create or update the index template (and the ILM policy when ``es_ilm_policy`` is set,
     which needs a full Elasticsearch; the local distribution has no ILM). Idempotent.
 
-    A template change applies to indices created afterwards; ``newsflow reindex`` rebuilds the
-    existing ones. The replica count is the exception: it is a dynamic setting, so the existing
-    monthly indices of every generation get ``es_replicas`` too (shards are fixed at creation)."""
+    A template change applies to indices created afterwards. A new top-level field is also added to
+    the existing indices (``add_new_fields``): their mapping is strict, so without it a re-processed
+    article carrying the field would be refused there. Any other change needs ``newsflow reindex``."""
     if settings.es_ilm_policy:
         es.ilm.put_lifecycle(name=settings.es_ilm_policy, policy=load_ilm_policy())
-    es.indices.put_index_template(name=settings.es_index, **load_template(settings))
+    template = load_template(settings)
+    es.indices.put_index_template(name=settings.es_index, **template)
+    add_new_fields(es, settings.es_index, template["template"]["mappings"]["properties"])
     es.indices.put_settings(index=f"{settings.es_index}-*", settings={"index.number_of_replicas": settings.es_replicas},
                             allow_no_indices=True, expand_wildcards="open")
+
+
+def new_fields(wanted: dict[str, Any], have: dict[str, Any]) -> dict[str, Any]:
+    """The top-level fields of ``wanted`` that ``have`` lacks (pure)."""
+    return {name: spec for name, spec in wanted.items() if name not in have}
+
+
+def add_new_fields(es: Elasticsearch, alias: str, properties: dict[str, Any]) -> dict[str, list[str]]:
+    """Put the template's new top-level fields into every existing ``<alias>-*`` index (every
+    generation). Adding a field is the one mapping change Elasticsearch allows in place; fields that
+    exist are left as they are. Returns the fields added per index."""
+    mappings = es.indices.get_mapping(index=f"{alias}-*", allow_no_indices=True, ignore_unavailable=True).body
+    added: dict[str, list[str]] = {}
+    for index, body in sorted(mappings.items()):
+        missing = new_fields(properties, body.get("mappings", {}).get("properties", {}))
+        if missing:
+            es.indices.put_mapping(index=index, properties=missing)
+            added[index] = sorted(missing)
+            log.info("index %s: added new template fields %s", index, sorted(missing))
+    return added
 
 
 def _error_type(exc: Exception) -> str:

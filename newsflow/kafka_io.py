@@ -1,34 +1,54 @@
-"""Kafka client factories: every Newsflow client is configured here and nowhere else."""
+"""Kafka client factories: every Newsflow client is configured here and nowhere else.
+
+On a secured connection (SSL, SASL_PLAINTEXT, SASL_SSL) each factory first runs the pre-flight
+check (``newsflow.kafka_preflight``, once per process): refused credentials or certificates fail
+within seconds with an error naming the settings, instead of kafka-python's 30 s bootstrap timeout.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
+from newsflow.kafka_preflight import check_once
 from newsflow.liveness import stall_after_s
 from newsflow.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Headroom for record headers and batch framing on top of the largest value we produce.
 _FRAME_OVERHEAD = 64 * 1024
 
 
 def common_config(settings: Settings) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap.split(","),
-        "security_protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_sasl_mechanism:
+    """Connection settings shared by every client: bootstrap servers, TLS files, SASL login."""
+    protocol = settings.kafka_security_protocol
+    cfg: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap.split(","), "security_protocol": protocol}
+    if protocol.endswith("SSL"):
+        for name in ("cafile", "certfile", "keyfile"):
+            path = getattr(settings, f"kafka_ssl_{name}")
+            if path is not None:
+                cfg[f"ssl_{name}"] = str(path)
+    if protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_password is not None  # the settings model requires it for SASL_*
         cfg["sasl_mechanism"] = settings.kafka_sasl_mechanism
         cfg["sasl_plain_username"] = settings.kafka_sasl_username
-        if settings.kafka_sasl_password is not None:
-            cfg["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+        cfg["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
     return cfg
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """``common_config``, after the pre-flight check of a secured connection."""
+    check_once(settings)
+    return common_config(settings)
 
 
 def make_producer(settings: Settings, *, transactional_id: str | None = None, **overrides: Any) -> KafkaProducer:
     """An idempotent ``acks=all`` producer; transactional when ``transactional_id`` is given."""
-    cfg = common_config(settings) | {
+    cfg = client_config(settings) | {
         "acks": "all",
         "enable_idempotence": True,
         "compression_type": None if settings.kafka_compression == "none" else settings.kafka_compression,
@@ -47,7 +67,7 @@ def make_producer(settings: Settings, *, transactional_id: str | None = None, **
 
 def make_consumer(settings: Settings, group_id: str | None, *topics: str, **overrides: Any) -> KafkaConsumer:
     """A manual-commit, ``read_committed`` consumer. Offsets are committed by the runner only."""
-    cfg = common_config(settings) | {
+    cfg = client_config(settings) | {
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -81,4 +101,21 @@ def make_member_consumer(settings: Settings, stage: str) -> KafkaConsumer:
 
 
 def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:
-    return KafkaAdminClient(**(common_config(settings) | {"request_timeout_ms": 30_000} | overrides))
+    return KafkaAdminClient(**(client_config(settings) | {"request_timeout_ms": 30_000} | overrides))
+
+
+def await_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float = 60.0) -> set[int]:
+    """Wait until ``consumer``'s own metadata knows ``topic``'s partitions; call it before subscribing.
+
+    On a cluster a topic just created reaches each broker's metadata a moment after the controller
+    accepted it. A consumer that joins its group before its metadata has the topic is assigned no
+    partitions, and kafka-python 3.0 was seen to stay so for minutes (the group then empty, the lag
+    growing). Past ``timeout_s`` (no such topic?) it logs and returns the empty set."""
+    deadline = time.monotonic() + timeout_s
+    while not (parts := consumer.partitions_for_topic(topic)):
+        if time.monotonic() > deadline:
+            log.warning("topic %s has no partitions after %.0f s (does it exist? `newsflow topology` creates it)",
+                        topic, timeout_s)
+            break
+        time.sleep(0.5)
+    return parts

@@ -52,7 +52,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -61,7 +61,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, ProducerFencedError
 
 from newsflow import metrics
-from newsflow.kafka_io import make_consumer, make_producer
+from newsflow.kafka_io import await_partitions, make_consumer, make_producer
 from newsflow.liveness import stall_after_s
 from newsflow.logs import article_context, record_article_id
 from newsflow.settings import Settings
@@ -351,8 +351,12 @@ class StageRunner:
         group: str,
         sink: Sink,
         consumer: KafkaConsumer | None = None,
+        max_records: Callable[[], int] | None = None,
     ):
         self.settings = settings
+        # Records the next poll may take (at most batch_size; 0 = do not poll): a job that must not
+        # consume past a limit (``newsflow reprocess --limit``) says how many it still wants.
+        self.max_records = max_records
         self.stage = stage
         self.source = source
         self.sink = sink
@@ -360,6 +364,7 @@ class StageRunner:
         self._rebalance = _Rebalance()
         self.group = group
         self.consumer = consumer or make_consumer(settings, group)
+        await_partitions(self.consumer, source)  # join with the topic's partitions known, never before
         self.consumer.subscribe([source], listener=self._rebalance)
         self.paused = False
         self.last_progress = time.monotonic()  # main-loop heartbeat, read by /healthz
@@ -380,6 +385,11 @@ class StageRunner:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def pending(self) -> bool:
+        """A batch was polled and submitted but not delivered yet (two-phase stages)."""
+        return self._ahead is not None
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -427,7 +437,12 @@ class StageRunner:
 
     # --- one batch ---------------------------------------------------------------------------
     def poll(self) -> list[ConsumerRecord]:
-        polled = self.consumer.poll(timeout_ms=self.settings.batch_wait_ms, max_records=self.settings.batch_size)
+        size = self.settings.batch_size
+        if self.max_records is not None:
+            size = min(size, self.max_records())
+            if size <= 0:
+                return []
+        polled = self.consumer.poll(timeout_ms=self.settings.batch_wait_ms, max_records=size)
         return [r for recs in polled.values() for r in recs]
 
     def step(self) -> int:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ingest.urls import identity_key
 
+Access = Literal["free", "paywalled", "unknown"]  # Article.access (processors/access.py)
+ACCESS_VALUES: tuple[str, ...] = get_args(Access)
 RAW_SCHEMA_VERSION = 1
 ARTICLE_SCHEMA_VERSION = 1
 
@@ -120,6 +122,9 @@ class Article(_Model):
     categories: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     image: str | None = None
+    # From the page's own declarations or a truncated text (processors/access.py); the source is in
+    # provenance.fields["access"]. A publisher's declaration is its intent, not proof.
+    access: Access = "unknown"
     persons: list[str] = Field(default_factory=list)
     organizations: list[str] = Field(default_factory=list)
     places: list[str] = Field(default_factory=list)

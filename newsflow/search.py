@@ -8,6 +8,8 @@ Filter semantics (every flag can be repeated):
 * ``--lang``, ``--source``, ``--story``: any of the values (an article has one of each);
   ``--source`` matches the source name, the site name or the host;
 * ``--person``, ``--org``, ``--place``: all of the values (an article names many);
+* ``--access``: any of ``free``, ``paywalled``, ``unknown`` (``unknown`` also matches articles
+  indexed before the field existed, and the access facet counts them as ``unknown``);
 * keyword filters ignore case; ``--since``/``--until`` take ``7d``, ``12h``, ``30m``, ``2w`` (ago)
   or an ISO date/time, and apply to ``published_at``, or to ``first_seen_at`` for an article
   without a publication date.
@@ -37,9 +39,11 @@ FACETS = {  # facet name -> keyword field
     "organizations": "organizations",
     "places": "places",
     "languages": "language",
+    "access": "access",
 }
+_MISSING = {"access": "unknown"}  # documents indexed before the field existed
 _HIT_FIELDS = ["title", "source", "host", "language", "published_at", "first_seen_at", "canonical_url",
-               "author", "description", "persons", "organizations", "places", "story_id"]
+               "author", "description", "persons", "organizations", "places", "story_id", "access"]
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -54,6 +58,7 @@ class Filters:
     organizations: tuple[str, ...] = ()
     places: tuple[str, ...] = ()
     stories: tuple[str, ...] = ()
+    access: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         return {k: (v.isoformat() if isinstance(v, datetime) else list(v) if isinstance(v, tuple) else v)
@@ -113,6 +118,8 @@ def build_query(text: str, filters: Filters = Filters()) -> dict[str, Any]:
         flt.append(_any_of(["source", "site_name", "host"], filters.sources))
     if filters.stories:
         flt.append(_any_of(["story_id"], filters.stories))
+    if filters.access:
+        flt.append(_access(filters.access))
     for field, values in (("persons", filters.persons), ("organizations", filters.organizations),
                           ("places", filters.places)):
         flt.extend(_term(field, v) for v in values)
@@ -121,8 +128,17 @@ def build_query(text: str, filters: Filters = Filters()) -> dict[str, Any]:
     return {"bool": {"must": must or [{"match_all": {}}], "filter": flt}}
 
 
+def _access(values: Sequence[str]) -> dict[str, Any]:
+    unknown = "unknown" in values
+    query = _any_of(["access"], values)
+    if unknown:
+        query["bool"]["should"].append({"bool": {"must_not": [{"exists": {"field": "access"}}]}})
+    return query
+
+
 def build_aggs(size: int) -> dict[str, Any]:
-    return {name: {"terms": {"field": field, "size": size}} for name, field in FACETS.items()}
+    return {name: {"terms": {"field": field, "size": size} | ({"missing": _MISSING[field]} if field in _MISSING else {})}
+            for name, field in FACETS.items()}
 
 
 def build_sort(order: str) -> list[Any]:
@@ -201,6 +217,7 @@ def _hit(h: dict[str, Any]) -> dict[str, Any]:
         "organizations": src.get("organizations", []),
         "places": src.get("places", []),
         "story_id": src.get("story_id"),
+        "access": src.get("access", "unknown"),
         "snippet": snippet,
     }
 
@@ -247,7 +264,9 @@ def print_hits(result: dict[str, Any], console: Console | None = None) -> None:
         title = Text(f"{n:>2}. ", style="dim") + marked(h["title_highlight"] or "(untitled)", "bold underline")
         title.stylize("bold")
         console.print(title)
-        meta = " · ".join(x for x in [h["source"], (h["published_at"] or "undated")[:10], h["language"], h["url"]] if x)
+        access = h["access"] if h["access"] != "unknown" else None
+        meta = " · ".join(x for x in [h["source"], (h["published_at"] or "undated")[:10], h["language"], access,
+                                      h["url"]] if x)
         console.print(Text("    " + meta, style="dim"))
         if h["snippet"]:
             console.print(Text("    ") + marked(h["snippet"]))

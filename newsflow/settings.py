@@ -19,7 +19,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,6 +33,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DATA = Path(str(files("newsflow") / "data"))
 
 
+class ConfigurationError(RuntimeError):
+    """Settings that validate but that a service refuses (a wrong password, an untrusted CA). The
+    message names the settings to fix and never holds a secret; the CLI exits with status 78."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="NEWSFLOW_",
@@ -44,11 +49,23 @@ class Settings(BaseSettings):
     # --- Kafka -------------------------------------------------------------------------
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="Kafka security protocol."
+        "PLAINTEXT", description="Kafka security protocol: SASL_SSL on a real cluster (see Deploy)."
     )
-    kafka_sasl_mechanism: str | None = Field(None, description="SASL mechanism, e.g. PLAIN or SCRAM-SHA-512.")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (SASL_* protocols): SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN."
+    )
     kafka_sasl_username: str | None = Field(None, description="SASL user name.")
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (secret).")
+    kafka_ssl_cafile: FilePath | None = Field(
+        None, description="CA certificates (PEM) that signed the brokers' certificates (SSL, SASL_SSL); "
+        "empty = the system's CAs."
+    )
+    kafka_ssl_certfile: FilePath | None = Field(
+        None, description="Client certificate (PEM) for mutual TLS; needs kafka_ssl_keyfile."
+    )
+    kafka_ssl_keyfile: FilePath | None = Field(
+        None, description="Unencrypted private key (PEM) of kafka_ssl_certfile; keep it as secret as a password."
+    )
     kafka_compression: Literal["zstd", "gzip", "none"] = Field(
         "zstd", description="Compression of every record batch Newsflow produces (zstd: gzip's ratio on news pages "
         "at about 6x less CPU)."
@@ -59,7 +76,13 @@ class Settings(BaseSettings):
     topic_feeds: str = Field("newsflow.feeds", description="Compacted topic of feed definitions.")
     topic_feed_state: str = Field("newsflow.feed-state", description="Compacted topic of per-feed poll state.")
     topic_partitions: int = Field(3, ge=1, description="Partitions for each topic created by Newsflow.")
-    topic_replication: int = Field(1, ge=1, description="Replication factor of topics created by Newsflow.")
+    topic_replication: int = Field(
+        1, ge=1, description="Replication factor of topics created by Newsflow (3 on a cluster: see Deploy)."
+    )
+    topic_min_insync: int = Field(
+        1, ge=1, description="min.insync.replicas of topics created by Newsflow: every write (acks=all) waits for "
+        "this many replicas; 2 with replication 3 keeps writing, and loses nothing, with one broker down."
+    )
     group_prefix: str = Field("newsflow", description="Consumer groups are <prefix>-<stage>.")
     instance_id: str = Field(
         default_factory=lambda: os.uname().nodename,
@@ -70,12 +93,27 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest record Newsflow produces; bigger pages go to the dead-letter topic.",
     )
+    raw_retention_days: float = Field(
+        30.0,
+        description="How long articles.raw keeps fetched pages, for `newsflow reprocess` (-1 = forever). Applied "
+        "by `make topics` / `newsflow run` to new and existing topics.",
+    )
 
     # --- Elasticsearch -------------------------------------------------------------------
     es_url: str = Field("http://127.0.0.1:9200", description="Elasticsearch URL.")
-    es_api_key: SecretStr | None = Field(None, description="Elasticsearch API key (secret).")
+    es_api_key: SecretStr | None = Field(
+        None, description="Elasticsearch API key (secret; the encoded form), used instead of user and password."
+    )
     es_username: str | None = Field(None, description="Elasticsearch basic-auth user.")
     es_password: SecretStr | None = Field(None, description="Elasticsearch basic-auth password (secret).")
+    es_ca_certs: FilePath | None = Field(
+        None, description="CA certificates (PEM) that signed Elasticsearch's certificate (https:// URLs); "
+        "empty = the system's CAs."
+    )
+    es_verify_certs: bool = Field(
+        True, description="Verify Elasticsearch's TLS certificate and host name (https:// URLs). Off only to try "
+        "a self-signed node: the connection is then open to interception."
+    )
     es_index: str = Field("articles", description="Read alias; monthly indices are <alias>-YYYY.MM.")
     es_shards: int = Field(
         1, ge=1, description="Primary shards of each monthly index (set when the template is applied; new indices only)."
@@ -185,12 +223,41 @@ class Settings(BaseSettings):
     )
     state_dir: Path = Field(REPO_ROOT / ".local", description="Local state (stack, pids, logs).")
 
+    @field_validator("raw_retention_days")
+    @classmethod
+    def _retention(cls, v: float) -> float:
+        if v != -1 and v <= 0:
+            raise ValueError("must be a number of days > 0, or -1 to keep pages forever")
+        return v
+
     @field_validator("es_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://, e.g. http://127.0.0.1:9200")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _transport_security(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_"):
+            missing = [n for n in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+                       if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"NEWSFLOW_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                                 + ", ".join(f"NEWSFLOW_{n.upper()}" for n in missing))
+        tls_files = [n for n in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile") if getattr(self, n)]
+        if tls_files and not protocol.endswith("SSL"):
+            raise ValueError(f"{', '.join(f'NEWSFLOW_{n.upper()}' for n in tls_files)} set, but "
+                             f"NEWSFLOW_KAFKA_SECURITY_PROTOCOL is {protocol}: TLS files apply to SSL and SASL_SSL")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("mutual TLS needs both NEWSFLOW_KAFKA_SSL_CERTFILE and NEWSFLOW_KAFKA_SSL_KEYFILE")
+        if self.topic_min_insync > self.topic_replication:
+            raise ValueError(f"NEWSFLOW_TOPIC_MIN_INSYNC={self.topic_min_insync} exceeds NEWSFLOW_TOPIC_REPLICATION="
+                             f"{self.topic_replication}: no write could ever be acknowledged")
+        if self.es_ca_certs is not None and not self.es_url.startswith("https://"):
+            raise ValueError("NEWSFLOW_ES_CA_CERTS is set, so NEWSFLOW_ES_URL must be https://")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -256,7 +323,10 @@ def describe_settings_error(exc: Exception) -> str:
     config = os.environ.get("NEWSFLOW_CONFIG")
     lines = []
     for err in exc.errors(include_url=False):
-        name = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a rule across settings: its message names them
+            lines.append("  " + err["msg"].removeprefix("Value error, "))
+            continue
+        name = str(err["loc"][0])
         field = Settings.model_fields.get(name)
         if field is None:
             where = f" (in {config})" if config else ""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from newsflow.settings import Settings
@@ -40,22 +40,32 @@ class StageSpec:
     group: str
 
 
+def retention_ms(days: float) -> str:
+    """``retention.ms`` for a number of days; -1 (keep forever) stays -1."""
+    return "-1" if days == -1 else str(int(days * DAY_MS))
+
+
 def topics(s: Settings) -> list[TopicSpec]:
+    """Every topic, replicated ``topic_replication`` times; a write (all producers use acks=all) is
+    acknowledged once ``topic_min_insync`` replicas have it."""
     big = str(s.max_message_bytes + 64 * 1024)
+    isr = {"min.insync.replicas": str(s.topic_min_insync)}
     return [
-        TopicSpec(s.topic_raw, s.topic_partitions, {
-            "max.message.bytes": big, "compression.type": "gzip", "retention.ms": str(7 * DAY_MS),
+        # Fetched pages, kept ``raw_retention_days`` from when they were produced, so that
+        # `newsflow reprocess` can run them through a newer processor without fetching them again.
+        TopicSpec(s.topic_raw, s.topic_partitions, isr | {
+            "max.message.bytes": big, "compression.type": "gzip", "retention.ms": retention_ms(s.raw_retention_days),
         }),
         # Compacted by article id: the topic keeps the latest version of every article forever,
         # which is what `newsflow reindex` replays from.
-        TopicSpec(s.topic_enriched, s.topic_partitions, {
+        TopicSpec(s.topic_enriched, s.topic_partitions, isr | {
             "max.message.bytes": big, "compression.type": "gzip", "cleanup.policy": "compact",
         }),
-        TopicSpec(s.topic_dlq, 1, {
+        TopicSpec(s.topic_dlq, 1, isr | {
             "max.message.bytes": big, "compression.type": "gzip", "retention.ms": str(30 * DAY_MS),
         }),
-        TopicSpec(s.topic_feeds, s.topic_partitions, {"cleanup.policy": "compact"}),
-        TopicSpec(s.topic_feed_state, s.topic_partitions, {"cleanup.policy": "compact"}),
+        TopicSpec(s.topic_feeds, s.topic_partitions, isr | {"cleanup.policy": "compact"}),
+        TopicSpec(s.topic_feed_state, s.topic_partitions, isr | {"cleanup.policy": "compact"}),
     ]
 
 
@@ -68,23 +78,49 @@ def stages(s: Settings) -> list[StageSpec]:
 
 
 def ensure_topics(s: Settings) -> list[str]:
-    """Create missing topics with their partitions and configs. Returns the names created."""
+    """Create missing topics with their partitions and configs, and set the declared configs of
+    existing ones that differ (e.g. a changed ``raw_retention_days``). Returns the names created."""
     from newsflow.kafka_io import make_admin
 
     admin = make_admin(s)
     try:
         existing = set(admin.list_topics())
-        wanted = [t for t in topics(s) if t.name not in existing]
         created = []
-        for spec in wanted:
+        for spec in topics(s):
+            if spec.name in existing:
+                continue
             try:
                 admin.create_topics([NewTopic(spec.name, spec.partitions, s.topic_replication, topic_configs=spec.config)])
                 created.append(spec.name)
             except TopicAlreadyExistsError:
                 pass
+        align_configs(admin, [t for t in topics(s) if t.name in existing])
         return created
     finally:
         admin.close()
+
+
+def config_drift(declared: dict[str, str], actual: dict[str, str | None]) -> dict[str, str]:
+    """The declared configs whose value on the broker differs (pure)."""
+    return {k: v for k, v in declared.items() if actual.get(k) != v}
+
+
+def align_configs(admin, specs: list[TopicSpec]) -> dict[str, dict[str, str]]:
+    """Set, on existing topics, the declared configs the broker holds another value for
+    (incremental: the topic's other configs are untouched). Returns what changed per topic."""
+    if not specs:
+        return {}
+    described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t.name) for t in specs])
+    actual = {name: {k: e.get("value") for k, e in entries.items()}
+              for name, entries in described.get("topic", {}).items()}
+    changed: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        drift = config_drift(spec.config, actual.get(spec.name, {}))
+        if drift:
+            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, configs=drift)])
+            changed[spec.name] = drift
+            log.info("topic %s: configs set to the declared values %s", spec.name, drift)
+    return changed
 
 
 def ensure_index(s: Settings) -> None:

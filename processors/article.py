@@ -19,8 +19,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from newsflow.runner import Quarantine
-from newsflow.schema import Article, Provenance, Quote, RawArticle, article_id
+from newsflow.schema import Access, Article, Provenance, Quote, RawArticle, article_id
 from newsflow.settings import Settings
+from processors.access import decide_access, read_signals
 from processors.clean import FIELD_BYTES, clean_field, clean_list, clean_text, truncate_bytes
 from processors.enrich.enricher import Enricher, Enrichment
 from processors.enrich.stories import content_hash
@@ -73,6 +74,7 @@ def build_article(raw: RawArticle, *, limits: Limits, enricher: Enricher | None 
     except EmptyPage as exc:
         raise Quarantine("not_html", f"{exc} ({raw.content_type or 'no content type'})") from exc
     page = read_meta(tree, raw.final_url)
+    access_signals = read_signals(tree)  # before extraction rewrites the tree
     merged = merge(page, raw.entry, feed_title=raw.feed_title, canonical=raw.canonical_url,
                    canonical_from=raw.canonical_from, now=now)
     extraction = extract_text(tree, html, raw.final_url, min_chars=limits.min_chars)
@@ -83,6 +85,7 @@ def build_article(raw: RawArticle, *, limits: Limits, enricher: Enricher | None 
     if not text:
         raise Quarantine("empty_extraction", f"no main text found in {raw.final_url}")
     sources = dict(merged.sources) | {"text": extraction.extractor}
+    access, sources["access"] = decide_access(access_signals, text)
     # the language the source declares (a news sitemap's news:language), else the page's <html lang>
     declared = html_lang(raw.entry.language)
     fallback_lang = (declared, "feed:language") if declared else (html_lang(page.lang), "page:html-lang")
@@ -90,7 +93,7 @@ def build_article(raw: RawArticle, *, limits: Limits, enricher: Enricher | None 
         ident=raw.id, url=raw.url, final_url=raw.final_url, feed_url=raw.feed_url,
         source=clean_field(raw.feed_title, "source"), merged=merged, text=text, sources=sources,
         extractor=extraction.extractor, fetched_at=raw.fetched_at, first_seen_at=raw.first_seen_at,
-        now=now, enricher=enricher, fallback_lang=fallback_lang, timings=timings,
+        now=now, enricher=enricher, fallback_lang=fallback_lang, timings=timings, access=access,
     )
     return Built(article, timings)
 
@@ -119,7 +122,7 @@ def build_from_text(raw_text: str, *, path: Path, limits: Limits, enricher: Enri
         raise Quarantine("empty_extraction", f"{path} holds no text")
     url = path.resolve().as_uri()
     merged = Merged(published_at=date, canonical_url=url, sources={"canonical_url": "file"})
-    sources = {"published_at": "text:date-line" if date else "none", "text": "file"}
+    sources = {"published_at": "text:date-line" if date else "none", "text": "file", "access": "none"}
     article = _assemble(
         ident=article_id(url), url=url, final_url=None, feed_url=None, source=path.name, merged=merged,
         text=text, sources=sources, extractor="plain-text", fetched_at=now, first_seen_at=now, now=now,
@@ -132,7 +135,7 @@ def _assemble(*, ident: str, url: str, final_url: str | None, feed_url: str | No
               merged: Merged, text: str, sources: dict[str, str], extractor: str, fetched_at: datetime,
               first_seen_at: datetime, now: datetime, enricher: Enricher | None,
               fallback_lang: tuple[str | None, str],
-              timings: dict[str, float]) -> Article:
+              timings: dict[str, float], access: Access = "unknown") -> Article:
     host = (urlsplit(merged.canonical_url).hostname or "").lower()
     steps: dict[str, str] = {}
     if enricher is not None:
@@ -170,6 +173,7 @@ def _assemble(*, ident: str, url: str, final_url: str | None, feed_url: str | No
         categories=merged.categories,
         tags=merged.tags,
         image=merged.image,
+        access=access,
         persons=clean_list(found.entities.persons),
         organizations=clean_list(found.entities.organizations),
         places=clean_list(found.entities.places),

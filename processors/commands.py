@@ -1,10 +1,11 @@
-"""Processor subcommands: process, enrich, dlq list, dlq replay."""
+"""Processor subcommands: process, reprocess, enrich, dlq list, dlq replay."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +17,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--idle-exit", type=float, metavar="SECONDS",
                    help="exit after this long without records (batch jobs, tests)")
     p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser(
+        "reprocess", help="run stored pages (articles.raw) through the current processor again, without fetching",
+        description=textwrap.fill(
+            "Feeds the pages articles.raw still holds (NEWSFLOW_RAW_RETENTION_DAYS) through the current processor "
+            "(extraction, enrichment, access flag) into articles.enriched, exactly once (Kafka transactions, like the "
+            "processor's). The running indexer then replaces each indexed article with its new version (newer "
+            "processed_at). Progress is kept in a consumer group of its own per selection: interrupted, or stopped by "
+            "--limit, the same command continues where it stopped. A run that reaches the end offsets read at its "
+            "start deletes its group, so the next reprocess starts from the oldest page again.", 100),
+        epilog="examples:\n  newsflow reprocess\n  newsflow reprocess --since 7d --host example.com\n"
+               "  newsflow reprocess --since 2024-03-01 --limit 1000   # run again for the next 1000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--since", metavar="DATE",
+                   help="only pages fetched at or after DATE: an ISO date/time or 7d, 12h, 30m, 2w (ago)")
+    p.add_argument("--host", metavar="H", help="only pages of this host (and its subdomains; www./m. ignored)")
+    p.add_argument("--limit", type=int, metavar="N", help="stop after N selected pages (run again to continue)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_reprocess)
 
     p = sub.add_parser(
         "enrich",
@@ -66,6 +87,53 @@ def cmd_process(args, settings: Settings) -> int:
     from processors.processor import make_runner
 
     return make_runner(settings).serve(idle_exit_s=args.idle_exit)
+
+
+def cmd_reprocess(args, settings: Settings) -> int:
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from newsflow.search import parse_when
+    from processors.reprocess import Selection, reprocess, selection_label
+
+    console = Console(stderr=True)
+    try:
+        since = parse_when(args.since) if args.since else None
+    except ValueError as exc:
+        console.print(f"[red]newsflow reprocess: {exc}[/red]")
+        return 2
+    if args.limit is not None and args.limit < 1:
+        console.print("[red]newsflow reprocess: --limit must be at least 1[/red]")
+        return 2
+    selection = Selection(since=since, host=args.host, label=selection_label(args.since, args.host))
+    columns = [TextColumn("[bold]reprocess[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("offsets · {task.fields[counts]}"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(f"{settings.topic_raw} ({selection.label})", total=None, counts="starting")
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        def counts(c) -> None:
+            bar.update(task, counts=f"{c['reprocessed']} reprocessed, {c['skipped']} skipped, "
+                                    f"{c['dead_letters']} dead-lettered")
+
+        report = reprocess(settings, selection, limit=args.limit, progress=progress, counts=counts)
+    if args.json:
+        print(json.dumps(asdict(report), indent=2))
+        return 0
+    c = report.counts
+    console.print(f"[bold green]{c.get('reprocessed', 0)} page(s) reprocessed[/bold green] -> {settings.topic_enriched} "
+                  f"({c.get('skipped', 0)} skipped: not selected or invalid; {c.get('dead_letters', 0)} dead-lettered) "
+                  f"in {report.seconds}s{' (resumed)' if report.resumed else ''}", soft_wrap=True)
+    if report.finished:
+        console.print("done: reached the end of the stored pages; the indexer replaces the indexed versions")
+    else:
+        console.print(f"stopped before the end (--limit): run the same command again to continue "
+                      f"(progress in consumer group {report.group})", soft_wrap=True)
+    return 0
 
 
 # --- enrich ---------------------------------------------------------------------------------

@@ -6,18 +6,22 @@ import argparse
 import json
 import sys
 
+from newsflow.schema import ACCESS_VALUES
 from newsflow.settings import Settings
 
 SEARCH_EPILOG = """\
-filters can be repeated: --lang/--source/--story match any of the values, --person/--org/--place
-must all be named in the article. Keyword filters ignore case. --source matches the source name,
-the site name or the host. --since/--until take 7d, 12h, 30m, 2w (ago) or an ISO date, and apply
-to published_at (first_seen_at for undated articles).
+filters can be repeated: --lang/--source/--story/--access match any of the values,
+--person/--org/--place must all be named in the article. Keyword filters ignore case. --source
+matches the source name, the site name or the host. --access is free, paywalled or unknown: what
+the page declares, or a truncated text behind paywall markup (README, "Access"). --since/--until
+take 7d, 12h, 30m, 2w (ago) or an ISO date, and apply to published_at (first_seen_at for undated
+articles).
 
 examples:
   newsflow search "troops border" --since 7d --lang en
   newsflow search --person "John Kirby" --place Ukraine --sort newest
   newsflow search ukraine --json | jq '.facets.persons'
+  newsflow search --access paywalled --since 7d
 """
 
 
@@ -29,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("search", help="full-text search of indexed articles, with filters and facets",
                        description="Search the articles behind the read alias (NEWSFLOW_ES_INDEX): highlighted "
-                                   "snippets, top sources/persons/organizations/places/languages.",
+                                   "snippets, top sources/persons/organizations/places/languages and the count "
+                                   "per access value (free/paywalled/unknown).",
                        epilog=SEARCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("query", nargs="?", default="",
                    help="words to find (simple_query_string: \"phrase\", -exclude, a|b); empty = everything")
@@ -41,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--org", action="append", default=[], metavar="NAME", help="an organisation named in it")
     p.add_argument("--place", action="append", default=[], metavar="NAME", help="a place named in it")
     p.add_argument("--story", action="append", default=[], metavar="ID", help="story id (same-story cluster)")
+    p.add_argument("--access", action="append", default=[], choices=ACCESS_VALUES,
+                   help="free, paywalled or unknown (repeatable: any of them)")
     p.add_argument("-n", "--size", type=int, default=10, help="number of hits (default 10)")
     p.add_argument("--facets", type=int, default=10, metavar="N", help="values per facet (default 10, 0 = none)")
     p.add_argument("--sort", choices=["relevance", "newest"],
@@ -73,6 +80,7 @@ def filters_from_args(args) -> object:
         until=parse_when(args.until, end_of_day=True) if args.until else None,
         languages=tuple(args.lang), sources=tuple(args.source), persons=tuple(args.person),
         organizations=tuple(args.org), places=tuple(args.place), stories=tuple(args.story),
+        access=tuple(args.access),
     )
 
 

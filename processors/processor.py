@@ -29,6 +29,7 @@ from prometheus_client import Gauge, Histogram
 from pydantic import ValidationError
 
 from newsflow.kafka_io import make_consumer, make_member_consumer
+from newsflow.liveness import stall_after_s
 from newsflow.runner import Out, StageRunner, TransactionalKafkaSink
 from newsflow.schema import Article
 from newsflow.settings import Settings
@@ -136,6 +137,12 @@ def seed_story_window(settings: Settings, stories: StoryIndex, *, timeout_s: flo
         return loaded
     finally:
         consumer.close(autocommit=False)
+
+
+def max_poll_interval_ms(settings: Settings) -> int:
+    """The processor's liveness bound (``newsflow.liveness``): two batches of timeouts, since a retry
+    queues behind the batch submitted ahead. Its group consumer (``make_member_consumer``) uses it too."""
+    return int(stall_after_s(settings, "processor") * 1000)
 
 
 def make_runner(settings: Settings) -> StageRunner:

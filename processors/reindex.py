@@ -72,7 +72,7 @@ def reindex_group(settings: Settings, target: str) -> str:
     return settings.group(f"reindex-{target}")
 
 
-def _committed(settings: Settings, group: str) -> dict:
+def committed_offsets(settings: Settings, group: str) -> dict:
     admin = make_admin(settings)
     try:
         offsets = admin.list_group_offsets({group: None}).get(group, {})
@@ -81,7 +81,7 @@ def _committed(settings: Settings, group: str) -> dict:
         admin.close()
 
 
-def _delete_group(settings: Settings, group: str) -> None:
+def delete_group(settings: Settings, group: str) -> None:
     admin = make_admin(settings)
     try:
         result = admin.delete_groups([group])
@@ -97,8 +97,11 @@ def end_offsets(consumer: KafkaConsumer, topic: str) -> dict[TopicPartition, int
     return consumer.end_offsets(parts)
 
 
-def drain(runner: StageRunner, ends: dict[TopicPartition, int], progress: Progress | None = None) -> int:
-    """Run the stage until every partition's position reached ``ends``. Returns records consumed."""
+def drain(runner: StageRunner, ends: dict[TopicPartition, int], progress: Progress | None = None, *,
+          enough: Callable[[], bool] = lambda: False) -> int:
+    """Run the stage until every partition's position reached ``ends`` (or ``enough()``) and no
+    batch is left undelivered. Returns records consumed. Shared by ``reindex``
+    and ``reprocess`` (``processors/reprocess.py``)."""
     consumer = runner.consumer
     consumed = 0
     begins = consumer.beginning_offsets(list(ends))
@@ -121,8 +124,10 @@ def drain(runner: StageRunner, ends: dict[TopicPartition, int], progress: Progre
             total = sum(ends[tp] - starts[tp] for tp in ends)
             done = sum(max(0, min(positions[tp], ends[tp]) - starts[tp]) for tp in ends)
             progress(done, total)
-        if all(positions[tp] >= ends[tp] for tp in ends):
-            runner.sink.flush(consumer)  # the last batch may still be written in the background
+        if (enough() or all(positions[tp] >= ends[tp] for tp in ends)) and not runner.pending:
+            flush = getattr(runner.sink, "flush", None)
+            if flush is not None:
+                flush(consumer)  # the indexer's last batch may still be written in the background
             return consumed
 
 
@@ -145,7 +150,7 @@ def reindex(
             raise ValueError(f"{target!r} is already the current generation behind {alias!r}")
         group = reindex_group(settings, target)
         existing = generation_indices(es, target)
-        if existing and not _committed(settings, group):
+        if existing and not committed_offsets(settings, group):
             raise ValueError(f"{target!r} already has indices ({', '.join(existing)}) and no reindex to "
                              f"resume: delete them or pick another name")
         report = ReindexReport(alias=alias, previous=previous, target=target)
@@ -167,7 +172,7 @@ def reindex(
             swap_alias(es, alias, target)
         finally:
             runner.close()  # closes the sink and the consumer (leaves the group)
-        _delete_group(settings, group)
+        delete_group(settings, group)
         report.indexed = sink.counts["indexed"]
         report.duplicates = sink.counts["duplicate"]
         report.dead_letters = sink.counts["dead_letter"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import socket
 import tempfile
 import uuid
@@ -13,7 +15,9 @@ import pytest
 
 from newsflow.settings import REPO_ROOT, Settings
 from tests.support.netguard import LoopbackGuard
+from tests.support.secure_kafka import SecureKafka, secure_kafka
 from tests.support.site import FixtureSite
+from tests.support.tls import Pki, make_pki, tools_missing
 
 CORPUS = Path(os.environ.get("NEWSFLOW_CORPUS", REPO_ROOT.parent / "shared" / "corpus"))
 SEED = CORPUS.parent / "seed" / "ukraine-2022-02-09.txt"
@@ -59,6 +63,31 @@ def stack() -> Settings:
     if not _reachable(eh, int(ep)):
         pytest.fail(f"Elasticsearch is not reachable at {base.es_url}: run `make up`")
     return base
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> Pki:
+    """The session's test CA, server and client certificates and broker stores (openssl, keytool)."""
+    missing = tools_missing()
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not found: the TLS tests make their certificates with openssl "
+                    "and keytool (from the JDK that runs Kafka)")
+    return make_pki(tmp_path_factory.mktemp("pki"), store_password=secrets.token_hex(8))
+
+
+@pytest.fixture(scope="session")
+def sasl_kafka(pki: Pki, tmp_path_factory) -> Iterator[SecureKafka]:
+    """A broker of this session alone with a SASL_SSL listener (SCRAM-SHA-512, mutual TLS): see
+    tests/support/secure_kafka.py. Stopped and removed at the end; the shared stack is not touched."""
+    state = tmp_path_factory.mktemp("sasl-kafka")
+    kafka = secure_kafka(pki, state)
+    try:
+        yield kafka.start()
+    finally:
+        try:
+            kafka.stop()
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture

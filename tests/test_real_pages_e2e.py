@@ -46,6 +46,8 @@ from ingest.store import load_catalog
 from newsflow.elastic import make_es
 from newsflow.kafka_io import make_consumer
 from newsflow.runner import H_ERROR, H_ERROR_CLASS, H_STAGE, header
+from newsflow.schema import ACCESS_VALUES
+from newsflow.search import Filters, search
 from newsflow.settings import REPO_ROOT, Settings
 from newsflow.status import collect as collect_status
 from processors.indexer import make_runner as make_indexer
@@ -164,7 +166,8 @@ def read_docs(settings: Settings) -> list[dict[str, Any]]:
     try:
         es.indices.refresh(index=settings.es_index)
         res = es.search(index=settings.es_index, size=10_000, query={"match_all": {}},
-                        source_includes=["id", "url", "final_url", "canonical_url", "feed_url", "title", "text"])
+                        source_includes=["id", "url", "final_url", "canonical_url", "feed_url", "title", "text",
+                                         "access"])
         return [h["_source"] | {"_id": h["_id"]} for h in res["hits"]["hits"]]
     finally:
         es.close()
@@ -538,3 +541,15 @@ def test_pages_in_legacy_charsets_named_only_in_the_http_header_read_right(real:
         if "\ufffd" in doc["text"] or missed:
             misread.append((p.id, p.declared_charset, missed[:2]))
     assert not misread, misread
+
+
+def test_access_facet_shows_in_search(real: RealRun):
+    """``newsflow search`` facets the real pages by access, and ``--access`` selects what the facet counts."""
+    result = search(real.settings, "", size=0, facet_size=10)
+    facet = {b["value"]: b["count"] for b in result["facets"]["access"]}
+    assert facet == Counter(d["access"] for d in real.docs)
+    assert set(facet) <= set(ACCESS_VALUES) and facet.get("free") and facet.get("paywalled"), facet
+    paywalled = search(real.settings, "", Filters(access=("paywalled",)), size=0, facet_size=10)
+    assert paywalled["total"] == facet["paywalled"]
+    real.summary["access"] = facet
+    REPORT.write_text(json.dumps(real.summary, indent=2) + "\n")

@@ -14,7 +14,20 @@
 #   NEWSFLOW_STATE_DIR     <repo>/.local    all state: jars, ES unpack, data, logs, pids
 #   KAFKA_PORT             9092             PLAINTEXT listener (clients)
 #   KAFKA_CONTROLLER_PORT  9093             KRaft controller listener
+#   KAFKA_BROKERS          1                KRaft nodes (broker + controller each). Node n listens on
+#                                           every base port + 2(n-1) (3 nodes: 9092, 9094, 9096;
+#                                           controllers 9093, 9095, 9097); from 3 nodes on, internal
+#                                           topics and the topic default get replication 3 and
+#                                           min.insync.replicas 2. A state dir keeps its node count.
 #   KAFKA_HEAP             512m
+#   KAFKA_SASL_SSL_PORT    (empty)          an extra SASL_SSL listener (SCRAM-SHA-512 over TLS) for
+#                                           secured clients; needs the stores below
+#   KAFKA_SSL_KEYSTORE     (empty)          PKCS12: the broker's key and certificate chain
+#   KAFKA_SSL_TRUSTSTORE   (empty)          PKCS12: the CA that signs client certificates
+#   KAFKA_SSL_PASSWORD     (empty)          password of both stores
+#   KAFKA_SSL_CLIENT_AUTH  required         required (mutual TLS) | requested | none
+#   KAFKA_SCRAM_USERS      (empty)          user=password[,user=password]: SCRAM-SHA-512 users,
+#                                           created when the storage is formatted (first 'up')
 #   ES_PORT                9200             HTTP
 #   ES_TRANSPORT_PORT      9300
 #   ES_HEAP                512m
@@ -31,6 +44,8 @@
 # Layout under $NEWSFLOW_STATE_DIR:
 #   kafka/lib/             broker jars (resolved once with Maven from deploy/pom.xml)
 #   kafka/data/            log.dirs + KRaft metadata (formatted once, never reformatted)
+#   kafka/node-N/          node N > 1 of a cluster: its own data/, logs/, server.properties, pid
+#   kafka/brokers          the number of nodes the state dir was formatted for
 #   kafka/logs/            server.log (log4j2, deploy/local/kafka-log4j2.xml), kafka.out
 #   kafka/server.properties, kafka/cluster.id, kafka/kafka.pid
 #   es/home/               unpacked Elasticsearch (config/elasticsearch.yml is generated)
@@ -53,6 +68,10 @@ KAFKA_LOG4J2_CONFIG="$SCRIPT_DIR/kafka-log4j2.xml"
 NEWSFLOW_STATE_DIR="${NEWSFLOW_STATE_DIR:-$REPO_ROOT/.local}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_BROKERS="${KAFKA_BROKERS:-1}"
+KAFKA_SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-}"
+KAFKA_SSL_CLIENT_AUTH="${KAFKA_SSL_CLIENT_AUTH:-required}"
+KAFKA_SCRAM_USERS="${KAFKA_SCRAM_USERS:-}"
 KAFKA_HEAP="${KAFKA_HEAP:-512m}"
 ES_PORT="${ES_PORT:-9200}"
 ES_TRANSPORT_PORT="${ES_TRANSPORT_PORT:-9300}"
@@ -94,8 +113,8 @@ init_state_dir() {
   KAFKA_DIR="$NEWSFLOW_STATE_DIR/kafka"
   ES_DIR="$NEWSFLOW_STATE_DIR/es"
   ES_HOME="$ES_DIR/home"
-  KAFKA_PID_FILE="$KAFKA_DIR/kafka.pid"
   ES_PID_FILE="$ES_DIR/es.pid"
+  use_kafka_node 1
 }
 
 # Serialise up/down/restart between concurrent callers (e.g. parallel test jobs).
@@ -128,7 +147,7 @@ pid_alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
 
 cmdline_of() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true; }
 
-is_our_kafka() { cmdline_of "$1" | grep -qF "kafka.Kafka $KAFKA_DIR/server.properties"; }
+is_our_kafka() { cmdline_of "$1" | grep -qF "kafka.Kafka $KNODE_DIR/server.properties "; }
 is_our_es()    { local c; c="$(cmdline_of "$1")"
                  [[ $c == *org.elasticsearch.bootstrap.Elasticsearch* && $c == *"-Des.path.home=$ES_HOME "* ]]; }
 
@@ -179,7 +198,7 @@ service_pid() { # kafka|es
     rm -f "$file" 2>/dev/null || true
   fi
   local needle
-  if [[ $svc == kafka ]]; then needle="$KAFKA_DIR/server.properties"; else needle="-Des.path.home=$ES_HOME"; fi
+  if [[ $svc == kafka ]]; then needle="$KNODE_DIR/server.properties"; else needle="-Des.path.home=$ES_HOME"; fi
   for f in $(grep -lsaF -e "$needle" /proc/[0-9]*/cmdline 2>/dev/null || true); do
     pid=${f#/proc/}; pid=${pid%/cmdline}
     if is_our "$svc" "$pid"; then
@@ -320,29 +339,67 @@ ensure_kafka_jars() {
   log "kafka: ${#jars[@]} jars in $lib ($(du -sh "$lib" | cut -f1), $(($(now) - t0))s)"
 }
 
+# The node whose dir, ports and pid file the functions below act on (1-based). Node 1 keeps
+# the single-broker layout ($KAFKA_DIR); node n > 1 lives in $KAFKA_DIR/node-n. Node n's
+# ports are each base port + 2(n-1): 9092/9093, 9094/9095, 9096/9097 by default.
+use_kafka_node() { # n
+  KNODE=$1
+  if ((KNODE == 1)); then KNODE_DIR=$KAFKA_DIR; else KNODE_DIR=$KAFKA_DIR/node-$KNODE; fi
+  KNODE_PORT=$((KAFKA_PORT + 2 * (KNODE - 1)))
+  KNODE_CONTROLLER_PORT=$((KAFKA_CONTROLLER_PORT + 2 * (KNODE - 1)))
+  KNODE_SASL_SSL_PORT=${KAFKA_SASL_SSL_PORT:+$((KAFKA_SASL_SSL_PORT + 2 * (KNODE - 1)))}
+  KNODE_NAME=kafka; ((KNODE == 1)) || KNODE_NAME=kafka-$KNODE
+  KAFKA_PID_FILE=$KNODE_DIR/kafka.pid
+}
+
+# Nodes of this state dir: as many as it was formatted for, else KAFKA_BROKERS.
+kafka_node_count() {
+  if [[ -s $KAFKA_DIR/brokers ]]; then cat "$KAFKA_DIR/brokers"
+  elif [[ -f $KAFKA_DIR/data/meta.properties ]]; then echo 1   # formatted before KAFKA_BROKERS existed
+  else echo "$KAFKA_BROKERS"; fi
+}
+
+# Replication of the internal topics and the brokers' defaults: 3 (or all brokers when fewer),
+# and a write acknowledged by all in-sync replicas needs 2 of them once there are 3.
+kafka_replication() { echo $((KAFKA_BROKERS < 3 ? KAFKA_BROKERS : 3)); }
+kafka_min_isr() { echo $((KAFKA_BROKERS < 3 ? 1 : 2)); }
+
 write_kafka_config() {
-  cat >"$KAFKA_DIR/server.properties.tmp" <<EOF
+  local quorum rf min_isr n voters=""
+  rf=$(kafka_replication); min_isr=$(kafka_min_isr)
+  if ((KAFKA_BROKERS == 1)); then
+    quorum="controller.quorum.bootstrap.servers=127.0.0.1:$KNODE_CONTROLLER_PORT"
+  else
+    for ((n = 1; n <= KAFKA_BROKERS; n++)); do
+      voters+="${voters:+,}$n@127.0.0.1:$((KAFKA_CONTROLLER_PORT + 2 * (n - 1)))"
+    done
+    quorum="controller.quorum.voters=$voters"
+  fi
+  # umask: the file may hold the SASL_SSL listener's store password
+  (umask 077; : >"$KNODE_DIR/server.properties.tmp")
+  cat >"$KNODE_DIR/server.properties.tmp" <<EOF
 # Generated by deploy/local/stack.sh -- edits are overwritten on every 'up'.
 process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
+node.id=$KNODE
+$quorum
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KNODE_PORT,CONTROLLER://127.0.0.1:$KNODE_CONTROLLER_PORT${KNODE_SASL_SSL_PORT:+,SASL_SSL://127.0.0.1:$KNODE_SASL_SSL_PORT}
+advertised.listeners=PLAINTEXT://127.0.0.1:$KNODE_PORT${KNODE_SASL_SSL_PORT:+,SASL_SSL://127.0.0.1:$KNODE_SASL_SSL_PORT}
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT${KNODE_SASL_SSL_PORT:+,SASL_SSL:SASL_SSL}
 
-log.dirs=$KAFKA_DIR/data
+log.dirs=$KNODE_DIR/data
 num.partitions=3
-default.replication.factor=1
 auto.create.topics.enable=false
 
-# single node: internal topics cannot be replicated
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+# $KAFKA_BROKERS broker(s): topics and internal topics replicated $rf times, min ISR $min_isr
+default.replication.factor=$rf
+min.insync.replicas=$min_isr
+offsets.topic.replication.factor=$rf
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$min_isr
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$min_isr
 group.initial.rebalance.delay.ms=0
 
 # 10 MiB records (raw article HTML can be big)
@@ -352,12 +409,64 @@ replica.fetch.max.bytes=10485760
 log.retention.hours=168
 log.segment.bytes=268435456
 EOF
-  mv "$KAFKA_DIR/server.properties.tmp" "$KAFKA_DIR/server.properties"
+  if [[ -n $KAFKA_SASL_SSL_PORT ]]; then write_sasl_ssl_config >>"$KNODE_DIR/server.properties.tmp"; fi
+  mv "$KNODE_DIR/server.properties.tmp" "$KNODE_DIR/server.properties"
+}
+
+check_sasl_ssl_env() {
+  [[ -n $KAFKA_SASL_SSL_PORT ]] || return 0
+  validate_port KAFKA_SASL_SSL_PORT "$KAFKA_SASL_SSL_PORT"
+  local v
+  for v in KAFKA_SSL_KEYSTORE KAFKA_SSL_TRUSTSTORE KAFKA_SSL_PASSWORD; do
+    [[ -n ${!v:-} ]] || die "KAFKA_SASL_SSL_PORT is set: $v is needed too"
+  done
+  [[ -r $KAFKA_SSL_KEYSTORE ]] || die "KAFKA_SSL_KEYSTORE=$KAFKA_SSL_KEYSTORE is not a readable file"
+  [[ -r $KAFKA_SSL_TRUSTSTORE ]] || die "KAFKA_SSL_TRUSTSTORE=$KAFKA_SSL_TRUSTSTORE is not a readable file"
+  case $KAFKA_SSL_CLIENT_AUTH in required|requested|none) ;;
+    *) die "KAFKA_SSL_CLIENT_AUTH must be required, requested or none, got '$KAFKA_SSL_CLIENT_AUTH'" ;; esac
+}
+
+# The SASL_SSL listener: SCRAM-SHA-512 over TLS with the given stores. Brokers and the
+# controller keep talking PLAINTEXT among themselves on loopback.
+write_sasl_ssl_config() {
+  cat <<EOF
+
+# SASL_SSL listener (KAFKA_SASL_SSL_PORT); SCRAM users are created at format time (KAFKA_SCRAM_USERS).
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_SSL_KEYSTORE
+listener.name.sasl_ssl.ssl.keystore.password=$KAFKA_SSL_PASSWORD
+listener.name.sasl_ssl.ssl.key.password=$KAFKA_SSL_PASSWORD
+listener.name.sasl_ssl.ssl.truststore.type=PKCS12
+listener.name.sasl_ssl.ssl.truststore.location=$KAFKA_SSL_TRUSTSTORE
+listener.name.sasl_ssl.ssl.truststore.password=$KAFKA_SSL_PASSWORD
+listener.name.sasl_ssl.ssl.client.auth=$KAFKA_SSL_CLIENT_AUTH
+EOF
+}
+
+# Fills the array named $1 with StorageTool --add-scram arguments for KAFKA_SCRAM_USERS.
+scram_args() {
+  local -n out=$1
+  local pair user pw
+  local -a pairs
+  out=()
+  IFS=, read -r -a pairs <<<"$KAFKA_SCRAM_USERS"
+  for pair in "${pairs[@]}"; do
+    user=${pair%%=*}; pw=${pair#*=}
+    [[ $pair == *=* && -n $user && -n $pw ]] || die "KAFKA_SCRAM_USERS: '$user' is not user=password"
+    out+=(--add-scram "SCRAM-SHA-512=[name=$user,password=$pw]")
+  done
 }
 
 format_kafka_storage() {
   local java=$1
-  if [[ -f $KAFKA_DIR/data/meta.properties ]]; then return 0; fi
+  if [[ -f $KNODE_DIR/data/meta.properties ]]; then
+    [[ -z $KAFKA_SCRAM_USERS ]] ||
+      warn "$KNODE_NAME: KAFKA_SCRAM_USERS is read only when the storage is formatted; $KNODE_DIR/data was formatted earlier"
+    return 0
+  fi
   local cid
   if [[ -s $KAFKA_DIR/cluster.id ]]; then
     cid="$(cat "$KAFKA_DIR/cluster.id")"
@@ -366,45 +475,71 @@ format_kafka_storage() {
     [[ $cid =~ ^[A-Za-z0-9_-]{22}$ ]] || die "kafka: could not generate a cluster id (got '$cid')"
     echo "$cid" >"$KAFKA_DIR/cluster.id"
   fi
-  log "kafka: formatting KRaft storage in $KAFKA_DIR/data (cluster id $cid)"
+  log "$KNODE_NAME: formatting KRaft storage in $KNODE_DIR/data (cluster id $cid)"
   local out
-  if ! out="$("$java" -Dlog4j2.configurationFile="file:$KAFKA_LOG4J2_CONFIG" -Dkafka.logs.dir="$KAFKA_DIR/logs" \
+  local -a scram=() quorum=()
+  scram_args scram
+  # one node: a dynamic quorum of itself; several: the static voters of server.properties
+  ((KAFKA_BROKERS > 1)) || quorum=(--standalone)
+  if ! out="$("$java" -Dlog4j2.configurationFile="file:$KAFKA_LOG4J2_CONFIG" -Dkafka.logs.dir="$KNODE_DIR/logs" \
         -cp "$KAFKA_DIR/lib/*" kafka.tools.StorageTool format -t "$cid" \
-        -c "$KAFKA_DIR/server.properties" --standalone 2>&1)"; then
+        -c "$KNODE_DIR/server.properties" "${quorum[@]}" "${scram[@]}" 2>&1)"; then
     printf '%s\n' "$out" | tail -n 20 >&2
-    die "kafka: storage format failed"
+    die "$KNODE_NAME: storage format failed"
   fi
+  echo "$KAFKA_BROKERS" >"$KAFKA_DIR/brokers"
 }
 
+# Start every node of the cluster that is not running, then wait until each is ready: with
+# several nodes none is ready before a majority of the controllers runs.
 kafka_up() {
-  local pid
-  pid="$(service_pid kafka)"
-  if [[ -n $pid ]]; then log "kafka: already running (pid $pid, port $KAFKA_PORT)"; return 0; fi
-  local foreign
-  foreign="$(foreign_service kafka)"
-  if [[ -n $foreign ]]; then
-    log "kafka: already running from state dir ${foreign#* } (pid ${foreign%% *}, port $KAFKA_PORT); reusing it"
-    return 0
-  fi
-  require_port_free "$KAFKA_PORT"
-  require_port_free "$KAFKA_CONTROLLER_PORT"
-  local java
-  java="$(kafka_java)"
-  mkdir -p "$KAFKA_DIR/logs" "$KAFKA_DIR/data"
-  ensure_kafka_jars
-  write_kafka_config
-  format_kafka_storage "$java"
+  local formatted n pid foreign java
+  [[ $KAFKA_BROKERS =~ ^[1-9]$ ]] || die "KAFKA_BROKERS must be 1 to 9, got '$KAFKA_BROKERS'"
+  formatted=$(kafka_node_count)
+  ((formatted == KAFKA_BROKERS)) ||
+    die "kafka: $KAFKA_DIR holds a cluster of $formatted broker(s), KAFKA_BROKERS=$KAFKA_BROKERS: use another NEWSFLOW_STATE_DIR, or remove $KAFKA_DIR (its data with it)"
+  local -a launched=() offsets=() pids=()
+  for ((n = 1; n <= KAFKA_BROKERS; n++)); do
+    use_kafka_node "$n"
+    pid="$(service_pid kafka)"
+    if [[ -n $pid ]]; then log "$KNODE_NAME: already running (pid $pid, port $KNODE_PORT)"; continue; fi
+    if ((n == 1)); then
+      foreign="$(foreign_service kafka)"
+      if [[ -n $foreign ]]; then
+        log "kafka: already running from state dir ${foreign#* } (pid ${foreign%% *}, port $KAFKA_PORT); reusing it"
+        continue
+      fi
+    fi
+    require_port_free "$KNODE_PORT"
+    require_port_free "$KNODE_CONTROLLER_PORT"
+    check_sasl_ssl_env
+    [[ -z $KNODE_SASL_SSL_PORT ]] || require_port_free "$KNODE_SASL_SSL_PORT"
+    [[ -n ${java:-} ]] || java="$(kafka_java)"
+    mkdir -p "$KNODE_DIR/logs" "$KNODE_DIR/data" "$KAFKA_DIR/logs"
+    ensure_kafka_jars
+    write_kafka_config
+    format_kafka_storage "$java"
+    launch_kafka_node "$java"
+    launched+=("$n"); pids+=("$KNODE_PID"); offsets+=("$KNODE_LOG_OFFSET")
+  done
+  local i
+  for i in "${!launched[@]}"; do
+    use_kafka_node "${launched[$i]}"
+    wait_kafka_node "${pids[$i]}" "${offsets[$i]}"
+  done
+}
 
-  local server_log="$KAFKA_DIR/logs/server.log" offset=0 t0
-  [[ -f $server_log ]] && offset=$(stat -c %s "$server_log")
-  log "kafka: starting Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (controller :$KAFKA_CONTROLLER_PORT, heap $KAFKA_HEAP, $("$java" -version 2>&1 | head -1))"
-  t0=$(now)
+launch_kafka_node() { # java -> KNODE_PID, KNODE_LOG_OFFSET
+  local java=$1 server_log="$KNODE_DIR/logs/server.log"
+  KNODE_LOG_OFFSET=0
+  [[ -f $server_log ]] && KNODE_LOG_OFFSET=$(stat -c %s "$server_log")
+  log "$KNODE_NAME: starting Kafka $KAFKA_VERSION on 127.0.0.1:$KNODE_PORT (controller :$KNODE_CONTROLLER_PORT${KNODE_SASL_SSL_PORT:+, SASL_SSL :$KNODE_SASL_SSL_PORT}, heap $KAFKA_HEAP, $("$java" -version 2>&1 | head -1))"
   rm -f "$KAFKA_PID_FILE"
   {
     printf '\n===== %s starting kafka =====\n' "$(date -Is)"
-  } >>"$KAFKA_DIR/logs/kafka.out"
+  } >>"$KNODE_DIR/logs/kafka.out"
   (
-    cd "$KAFKA_DIR"
+    cd "$KNODE_DIR"
     # bash -c writes its own pid, then execs java: the pid file holds the JVM's pid
     # even if setsid had to fork. New session => own process group for 'down'.
     # shellcheck disable=SC2016
@@ -413,41 +548,45 @@ kafka_up() {
       -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
       -XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15 -Djava.awt.headless=true \
       -Dlog4j2.shutdownHookEnabled=false \
-      "-Xlog:gc*:file=$KAFKA_DIR/logs/kafka-gc.log:time,tags:filecount=5,filesize=20M" \
-      "-XX:ErrorFile=$KAFKA_DIR/logs/hs_err_pid%p.log" \
-      "-Dkafka.logs.dir=$KAFKA_DIR/logs" \
+      "-Xlog:gc*:file=$KNODE_DIR/logs/kafka-gc.log:time,tags:filecount=5,filesize=20M" \
+      "-XX:ErrorFile=$KNODE_DIR/logs/hs_err_pid%p.log" \
+      "-Dkafka.logs.dir=$KNODE_DIR/logs" \
       "-Dlog4j2.configurationFile=file:$KAFKA_LOG4J2_CONFIG" \
-      -cp "$KAFKA_DIR/lib/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
-      >>"$KAFKA_DIR/logs/kafka.out" 2>&1 </dev/null 9>&- &
+      -cp "$KAFKA_DIR/lib/*" kafka.Kafka "$KNODE_DIR/server.properties" \
+      >>"$KNODE_DIR/logs/kafka.out" 2>&1 </dev/null 9>&- &
   )
   local _
   for _ in $(seq 1 50); do [[ -s $KAFKA_PID_FILE ]] && break; sleep 0.1; done
-  pid="$(tr -dc '0-9' <"$KAFKA_PID_FILE" 2>/dev/null || true)"
-  [[ -n $pid ]] || die "kafka: failed to launch (no pid file); see $KAFKA_DIR/logs/kafka.out"
+  KNODE_PID="$(tr -dc '0-9' <"$KAFKA_PID_FILE" 2>/dev/null || true)"
+  [[ -n $KNODE_PID ]] || die "$KNODE_NAME: failed to launch (no pid file); see $KNODE_DIR/logs/kafka.out"
+}
 
+wait_kafka_node() { # pid log-offset
+  local pid=$1 offset=$2 server_log="$KNODE_DIR/logs/server.log" t0
+  t0=$(now)
   while :; do
     if ! pid_alive "$pid"; then
       rm -f "$KAFKA_PID_FILE"
-      kafka_fail_dump "kafka: process $pid exited during startup"
+      kafka_fail_dump "$KNODE_NAME: process $pid exited during startup"
     fi
-    if port_open "$KAFKA_PORT" &&
+    if port_open "$KNODE_PORT" &&
        tail -c +"$((offset + 1))" "$server_log" 2>/dev/null | grep -q 'Kafka Server started'; then
       break
     fi
     if (($(now) - t0 >= KAFKA_START_TIMEOUT)); then
-      kafka_fail_dump "kafka: not ready after ${KAFKA_START_TIMEOUT}s (pid $pid left running; 'stack.sh down kafka' stops it)"
+      kafka_fail_dump "$KNODE_NAME: not ready after ${KAFKA_START_TIMEOUT}s (pid $pid left running; 'stack.sh down kafka' stops it)"
     fi
     sleep 0.5
   done
-  log "kafka: ready on 127.0.0.1:$KAFKA_PORT (pid $pid, $(($(now) - t0))s)"
+  log "$KNODE_NAME: ready on 127.0.0.1:$KNODE_PORT (pid $pid, $(($(now) - t0))s)"
 }
 
 kafka_fail_dump() {
   printf '[stack] ERROR: %s\n' "$1" >&2
-  printf '[stack] --- last lines of %s ---\n' "$KAFKA_DIR/logs/server.log" >&2
-  tail -n 30 "$KAFKA_DIR/logs/server.log" 2>/dev/null | sed 's/^/    /' >&2 || true
-  printf '[stack] --- last lines of %s ---\n' "$KAFKA_DIR/logs/kafka.out" >&2
-  tail -n 15 "$KAFKA_DIR/logs/kafka.out" 2>/dev/null | sed 's/^/    /' >&2 || true
+  printf '[stack] --- last lines of %s ---\n' "$KNODE_DIR/logs/server.log" >&2
+  tail -n 30 "$KNODE_DIR/logs/server.log" 2>/dev/null | sed 's/^/    /' >&2 || true
+  printf '[stack] --- last lines of %s ---\n' "$KNODE_DIR/logs/kafka.out" >&2
+  tail -n 15 "$KNODE_DIR/logs/kafka.out" 2>/dev/null | sed 's/^/    /' >&2 || true
   exit 1
 }
 
@@ -464,16 +603,27 @@ stop_foreign() { # kafka|es ; returns 1 if there was none
   else rm -f "$fdir/es/es.pid" "$fdir/es/run/elasticsearch.pid" 2>/dev/null || true; fi
 }
 
+# Stops every node of the state dir at once (one at a time, the last ones would wait for a
+# controller quorum that is already gone).
 kafka_down() {
-  local pid
-  pid="$(service_pid kafka)"
-  if [[ -z $pid ]]; then
-    rm -f "$KAFKA_PID_FILE"
-    stop_foreign kafka || log "kafka: not running"
-    return 0
-  fi
-  stop_pid kafka "$pid"
-  rm -f "$KAFKA_PID_FILE"
+  local n count rc=0
+  local -a jobs=()
+  count=$(kafka_node_count)
+  for ((n = 1; n <= count; n++)); do
+    use_kafka_node "$n"
+    local pid
+    pid="$(service_pid kafka)"
+    if [[ -z $pid ]]; then
+      rm -f "$KAFKA_PID_FILE"
+      if ((n == 1)); then stop_foreign kafka || log "kafka: not running"; else log "$KNODE_NAME: not running"; fi
+      continue
+    fi
+    (stop_pid "$KNODE_NAME" "$pid"; rm -f "$KAFKA_PID_FILE") &
+    jobs+=($!)
+  done
+  for n in "${jobs[@]}"; do wait "$n" || rc=$?; done
+  use_kafka_node 1
+  return "$rc"
 }
 
 # =========================================================== Elasticsearch ===
@@ -692,22 +842,27 @@ es_down() {
 }
 
 # ================================================================ commands ===
-kafka_status_line() {
-  local pid foreign
-  pid="$(service_pid kafka)"
-  if [[ -n $pid ]]; then
-    if port_open "$KAFKA_PORT"; then
-      echo "kafka: running pid=$pid port=$KAFKA_PORT controller_port=$KAFKA_CONTROLLER_PORT version=$KAFKA_VERSION"
+kafka_status_lines() { # one line per node: "kafka: ...", "kafka-2: ...", ...
+  local pid foreign n count
+  count=$(kafka_node_count)
+  for ((n = 1; n <= count; n++)); do
+    use_kafka_node "$n"
+    pid="$(service_pid kafka)"
+    if [[ -n $pid ]]; then
+      if port_open "$KNODE_PORT"; then
+        echo "$KNODE_NAME: running pid=$pid port=$KNODE_PORT controller_port=$KNODE_CONTROLLER_PORT version=$KAFKA_VERSION"
+      else
+        echo "$KNODE_NAME: starting/unhealthy pid=$pid port=$KNODE_PORT (not accepting connections)"
+      fi
+    elif ((n == 1)) && foreign="$(foreign_service kafka)" && [[ -n $foreign ]]; then
+      echo "kafka: running pid=${foreign%% *} port=$KAFKA_PORT controller_port=$KAFKA_CONTROLLER_PORT version=$KAFKA_VERSION (stack of state dir ${foreign#* })"
+    elif port_open "$KNODE_PORT"; then
+      echo "$KNODE_NAME: stopped (port $KNODE_PORT is in use by another process)"
     else
-      echo "kafka: starting/unhealthy pid=$pid port=$KAFKA_PORT (not accepting connections)"
+      echo "$KNODE_NAME: stopped port=$KNODE_PORT"
     fi
-  elif foreign="$(foreign_service kafka)" && [[ -n $foreign ]]; then
-    echo "kafka: running pid=${foreign%% *} port=$KAFKA_PORT controller_port=$KAFKA_CONTROLLER_PORT version=$KAFKA_VERSION (stack of state dir ${foreign#* })"
-  elif port_open "$KAFKA_PORT"; then
-    echo "kafka: stopped (port $KAFKA_PORT is in use by another process)"
-  else
-    echo "kafka: stopped port=$KAFKA_PORT"
-  fi
+  done
+  use_kafka_node 1
 }
 
 es_status_line() {
@@ -734,16 +889,16 @@ es_status_line() {
 cmd_status() {
   local quiet=0 k e
   if [[ ${1:-} == --quiet || ${1:-} == -q ]]; then quiet=1; fi
-  k="$(kafka_status_line)"
+  k="$(kafka_status_lines)"
   e="$(es_status_line)"
   if ((quiet == 0)); then printf '%s\n%s\n' "$k" "$e"; fi
-  [[ $k == "kafka: running"* && $e == "es: running"* ]]
+  ! grep -qv '^kafka[-0-9]*: running' <<<"$k" && [[ $e == "es: running"* ]]
 }
 
 cmd_logs() {
   local svc=${1:-all} f
   if [[ $svc == all || $svc == kafka ]]; then
-    for f in "$KAFKA_DIR/logs/server.log" "$KAFKA_DIR/logs/kafka.out"; do
+    for f in "$KAFKA_DIR"/logs/server.log "$KAFKA_DIR"/logs/kafka.out "$KAFKA_DIR"/node-*/logs/server.log; do
       [[ -s $f ]] || continue
       echo "==> $f <=="; tail -n 100 "$f"; echo
     done

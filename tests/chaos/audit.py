@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from elasticsearch import NotFoundError
 from elasticsearch.helpers import scan
 from kafka import TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 
 from newsflow.elastic import make_es
-from newsflow.kafka_io import make_consumer
+from newsflow.kafka_io import make_admin, make_consumer
 from newsflow.schema import article_id
 from newsflow.settings import Settings
 
@@ -92,6 +93,37 @@ def lag(s: Settings, group: str, topic: str) -> int:
     finally:
         consumer.close(autocommit=False)
     return len(read_topic(s, topic, since=committed))
+
+
+@dataclass(frozen=True)
+class PartitionReplicas:
+    topic: str
+    partition: int
+    leader: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+
+
+def replicas(s: Settings, topics: list[str]) -> list[PartitionReplicas]:
+    """The cluster's view of ``topics``: each partition's leader, replicas and in-sync replicas."""
+    admin = make_admin(s)
+    try:
+        return [PartitionReplicas(t["name"], p["partition_index"], p["leader_id"], tuple(p["replica_nodes"]),
+                                  tuple(p["isr_nodes"]))
+                for t in admin.describe_topics(topics) for p in t["partitions"]]
+    finally:
+        admin.close()
+
+
+def topic_config(s: Settings, topics: list[str], key: str) -> dict[str, str]:
+    """``key``'s effective value for each of ``topics``."""
+    admin = make_admin(s)
+    try:
+        found = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t, [key]) for t in topics],
+                                       config_filter="all")
+    finally:
+        admin.close()
+    return {t: cfg[key]["value"] for t, cfg in found["topic"].items()}
 
 
 def headers(record) -> dict[str, str]:

@@ -6,9 +6,15 @@ end of the session. Faults (broker restart, Elasticsearch outage) are injected i
 only. Overriding ``stack`` here makes the shared ``make_settings`` factory (tests/conftest.py)
 give each chaos test its own topics, groups and alias on the dedicated stack.
 
+``chaos_cluster`` (only for the cases that ask for it) starts a 3-broker KRaft cluster the same
+way (``KAFKA_BROKERS=3``) under ``.local/chaos-cluster`` on 9292/9294/9296 (controllers
+9293/9295/9297); those cases use it with the chaos Elasticsearch.
+
 Environment:
   CHAOS_STATE_DIR      state dir of the dedicated stack (default <repo>/.local/chaos)
   CHAOS_KAFKA_PORT     9192 (controller: CHAOS_KAFKA_CONTROLLER_PORT 9193)
+  CHAOS_CLUSTER_KAFKA_PORT  9292: first node of the 3-broker cluster (+2, +4 the others; controllers
+                       CHAOS_CLUSTER_CONTROLLER_PORT 9293, +2, +4)
   CHAOS_ES_PORT        9202 (transport: CHAOS_ES_TRANSPORT_PORT 9302)
   CHAOS_KEEP_STACK=1   leave the dedicated stack running afterwards (faster re-runs while developing)
   CHAOS_ARTICLES       articles per scenario (default 10000)
@@ -36,19 +42,30 @@ OUTCOMES: dict[str, str] = {}  # test node id -> "passed" | "FAILED: <first line
 
 
 class ChaosStack:
-    """The dedicated stack and the faults that can be injected into it."""
+    """The dedicated stack (or, with ``brokers=3``, a Kafka cluster) and the faults that can be
+    injected into it."""
 
-    def __init__(self) -> None:
-        self.state_dir = Path(os.environ.get("CHAOS_STATE_DIR", REPO_ROOT / ".local" / "chaos"))
-        self.kafka_port = int(os.environ.get("CHAOS_KAFKA_PORT", "9192"))
+    def __init__(self, *, state_dir: Path | None = None, kafka_port: int | None = None,
+                 controller_port: int | None = None, brokers: int = 1) -> None:
+        self.state_dir = state_dir or Path(os.environ.get("CHAOS_STATE_DIR", REPO_ROOT / ".local" / "chaos"))
+        self.kafka_port = kafka_port or int(os.environ.get("CHAOS_KAFKA_PORT", "9192"))
+        self.brokers = brokers
         self.es_port = int(os.environ.get("CHAOS_ES_PORT", "9202"))
         self.env = os.environ | {
             "NEWSFLOW_STATE_DIR": str(self.state_dir),
             "KAFKA_PORT": str(self.kafka_port),
-            "KAFKA_CONTROLLER_PORT": os.environ.get("CHAOS_KAFKA_CONTROLLER_PORT", "9193"),
+            "KAFKA_CONTROLLER_PORT": str(controller_port or os.environ.get("CHAOS_KAFKA_CONTROLLER_PORT", "9193")),
+            "KAFKA_BROKERS": str(brokers),
+            # a loaded 2-core machine starts three brokers and an Elasticsearch slowly
+            "KAFKA_START_TIMEOUT": os.environ.get("KAFKA_START_TIMEOUT", "300"),
             "ES_PORT": str(self.es_port),
             "ES_TRANSPORT_PORT": os.environ.get("CHAOS_ES_TRANSPORT_PORT", "9302"),
         }
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node: node n listens on kafka_port + 2(n-1) (deploy/local/stack.sh)."""
+        return ",".join(f"127.0.0.1:{self.kafka_port + 2 * i}" for i in range(self.brokers))
 
     def sh(self, *args: str, timeout: float = 600) -> str:
         res = subprocess.run(["bash", str(STACK_SH), *args], env=self.env, capture_output=True, text=True,
@@ -66,9 +83,10 @@ class ChaosStack:
     def restart(self, service: str) -> None:
         self.sh("restart", service)
 
-    def kill9(self, service: str) -> None:
-        """SIGKILL the service's JVM (no clean shutdown: the broker recovers its logs on start)."""
-        pid_file = self.state_dir / service / f"{service}.pid"
+    def kill9(self, service: str, node: int = 1) -> None:
+        """SIGKILL the service's JVM (no clean shutdown: the broker recovers its logs on start); for
+        Kafka, of cluster node ``node`` (its pid file is under kafka/node-<n>/ past the first)."""
+        pid_file = self.state_dir / service / ("" if node == 1 else f"node-{node}") / f"{service}.pid"
         pid = int(pid_file.read_text().strip())
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
@@ -80,7 +98,7 @@ class ChaosStack:
             time.sleep(0.2)
         raise RuntimeError(f"{service} (pid {pid}) survived SIGKILL")
 
-    def wipe(self) -> None:
+    def wipe(self, *, indices: bool = True) -> None:
         """Delete every topic and index left on the DEDICATED stack by earlier (interrupted) runs."""
         from newsflow.elastic import make_es
         from newsflow.kafka_io import make_admin
@@ -93,6 +111,8 @@ class ChaosStack:
                 admin.delete_topics(leftovers)
         finally:
             admin.close()
+        if not indices:
+            return
         es = make_es(s)
         try:
             es.indices.delete(index="*,-.*", ignore_unavailable=True, allow_no_indices=True,
@@ -103,8 +123,12 @@ class ChaosStack:
             es.close()
 
     def settings(self) -> Settings:
-        return Settings(kafka_bootstrap=f"127.0.0.1:{self.kafka_port}", es_url=f"http://127.0.0.1:{self.es_port}",
-                        state_dir=self.state_dir)
+        """On a cluster, topics get replication 3 and min.insync.replicas 2, as on a real one."""
+        return Settings(kafka_bootstrap=self.bootstrap, es_url=f"http://127.0.0.1:{self.es_port}",
+                        state_dir=self.state_dir, **self.replication())
+
+    def replication(self) -> dict[str, int]:
+        return {"topic_replication": min(self.brokers, 3), "topic_min_insync": 2 if self.brokers >= 3 else 1}
 
 
 @pytest.fixture(scope="session")
@@ -117,6 +141,21 @@ def chaos_stack() -> Iterator[ChaosStack]:
     finally:
         if os.environ.get("CHAOS_KEEP_STACK") != "1":
             cs.down()
+
+
+@pytest.fixture(scope="session")
+def chaos_cluster(chaos_stack: ChaosStack) -> Iterator[ChaosStack]:
+    """A 3-broker KRaft cluster of its own (Kafka only: the cases use the chaos Elasticsearch)."""
+    port = int(os.environ.get("CHAOS_CLUSTER_KAFKA_PORT", "9292"))
+    cluster = ChaosStack(state_dir=chaos_stack.state_dir.parent / "chaos-cluster", kafka_port=port,
+                         controller_port=int(os.environ.get("CHAOS_CLUSTER_CONTROLLER_PORT", port + 1)), brokers=3)
+    cluster.up("kafka")
+    cluster.wipe(indices=False)
+    try:
+        yield cluster
+    finally:
+        if os.environ.get("CHAOS_KEEP_STACK") != "1":
+            cluster.down("kafka")
 
 
 @pytest.fixture(scope="session")

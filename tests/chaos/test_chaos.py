@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections import Counter
 
 import pytest
 
@@ -33,6 +34,7 @@ KILL_DELAY_S = tuple(float(x) for x in os.environ.get("CHAOS_KILL_DELAY_S", "0,2
 KILL_AFTER_PROGRESS = os.environ.get("CHAOS_KILL_AFTER_PROGRESS", "1") != "0"
 KAFKA_FAULT = os.environ.get("CHAOS_KAFKA_FAULT", "restart")  # restart | kill9
 ES_FAULT = os.environ.get("CHAOS_ES_FAULT", "stop")  # stop | kill9
+BROKER_DOWN_S = float(os.environ.get("CHAOS_BROKER_DOWN_S", "30"))  # one broker of the cluster down this long
 
 
 @pytest.fixture
@@ -42,14 +44,25 @@ def room():
     r.stop()
 
 
-@pytest.fixture
-def pipeline(make_settings, room, tmp_path):
+def _pipeline(make_settings, room, tmp_path, **overrides):
     feeds = tmp_path / "feeds.yaml"
     room.write_feeds_file(feeds)
-    settings = make_settings(feeds_file=feeds, **CHAOS_OVERRIDES)
+    settings = make_settings(feeds_file=feeds, **(CHAOS_OVERRIDES | overrides))
     p = Pipeline.create(settings, room, tmp_path)
     yield p
     p.stop_all()
+
+
+@pytest.fixture
+def pipeline(make_settings, room, tmp_path):
+    yield from _pipeline(make_settings, room, tmp_path)
+
+
+@pytest.fixture
+def cluster_pipeline(make_settings, room, tmp_path, chaos_cluster):
+    """The scenario on the 3-broker cluster: replication 3, min.insync.replicas 2."""
+    yield from _pipeline(make_settings, room, tmp_path, kafka_bootstrap=chaos_cluster.bootstrap,
+                         **chaos_cluster.replication())
 
 
 def test_no_fault_baseline(pipeline, record_case):
@@ -115,6 +128,40 @@ def test_kafka_broker_restart_mid_run(pipeline, chaos_stack, record_case):
                              pipeline.room.expected_urls(), timeout_s=DEADLINE_S)
     record_case(result)
     assert_clean(result, pipeline)
+
+
+def test_kill9_one_broker_of_three(cluster_pipeline, chaos_cluster, record_case):
+    """A 3-broker cluster loses the broker that leads the most partitions of the pipeline's topics
+    (kill -9) mid-stream; the stream goes on with two (min.insync.replicas 2), the broker comes
+    back, catches up, and every partition has its 3 in-sync replicas again."""
+    pipeline = cluster_pipeline
+    s = pipeline.settings
+    topics = [s.topic_raw, s.topic_enriched, s.topic_dlq, s.topic_feeds, s.topic_feed_state]
+    assert {len(p.replicas) for p in au.replicas(s, topics)} == {3}
+    assert set(au.topic_config(s, topics, "min.insync.replicas").values()) == {"2"}
+    pipeline.start()
+    pipeline.wait_indexed(N_ARTICLES // 5, timeout_s=DEADLINE_S)
+    leaders = Counter(p.leader for p in au.replicas(s, [s.topic_raw, s.topic_enriched]))
+    victim = leaders.most_common(1)[0][0]
+    indexed_at_kill = pipeline.indexed()
+    chaos_cluster.kill9("kafka", node=victim)
+    down_at = time.monotonic()
+    while time.monotonic() - down_at < BROKER_DOWN_S:
+        pipeline.check_alive()  # a stage dying of the lost broker is recorded (and fails the case)
+        time.sleep(1)
+    indexed_while_down = pipeline.indexed() - indexed_at_kill
+    chaos_cluster.up("kafka")  # starts the missing node only
+    result = pipeline.finish(f"kill -9 1 of 3 brokers, {BROKER_DOWN_S:.0f} s", pipeline.room.expected_urls(),
+                             timeout_s=DEADLINE_S)
+    deadline = time.monotonic() + 180
+    while (short := [p for p in au.replicas(s, topics) if len(p.isr) < 3]) and time.monotonic() < deadline:
+        time.sleep(2)
+    result.notes.update(victim_broker=victim, partitions_it_led=leaders[victim], indexed_while_down=indexed_while_down,
+                        under_replicated_at_end=len(short))
+    record_case(result)
+    assert_clean(result, pipeline)
+    assert indexed_while_down > 0, "nothing was indexed while one broker of three was down"
+    assert not short, f"partitions without 3 in-sync replicas after the broker came back: {short}"
 
 
 def test_elasticsearch_down_60s(pipeline, chaos_stack, record_case):

@@ -160,7 +160,7 @@ def test_the_ndjson_has_what_the_issue_asks_for():
     (dashboard,) = [o for o in objects if o["type"] == "dashboard"]
     panel_titles = [p["title"] for p in json.loads(dashboard["attributes"]["panelsJSON"])]
     for wanted in ("Articles over time", "Top sources", "Top persons", "Top organizations", "Top places",
-                   "Languages", "Latest quotes"):
+                   "Languages", "Access", "Latest quotes"):
         assert wanted in panel_titles
     assert len({o["id"] for o in objects}) == len(objects)
 

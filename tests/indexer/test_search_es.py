@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from newsflow import cli
+from newsflow.elastic import ensure_index, index_name, make_es
 from newsflow.schema import Article
 from newsflow.search import Filters, search
 from tests.indexer.helpers import make_article, make_runner, produce
@@ -29,14 +30,15 @@ def corpus() -> list[Article]:
         a("kirby-briefing", 1, host="harbour.example", source="Harbour Times", language="en",
           title="Kirby briefs reporters on Ukraine", text="John Kirby said troops continue to gather near the border.",
           persons=["John Kirby", "Jen Psaki"], organizations=["Pentagon", "White House"], places=["Ukraine", "Kyiv"],
-          story_id="story-border"),
+          story_id="story-border", access="paywalled"),
         a("psaki-sanctions", 3, host="harbour.example", source="Harbour Times", language="en",
           title="White House warns of sanctions", text="Jen Psaki said sanctions would follow an invasion.",
-          persons=["Jen Psaki"], organizations=["White House"], places=["Ukraine", "Moscow"], story_id="story-border"),
+          persons=["Jen Psaki"], organizations=["White House"], places=["Ukraine", "Moscow"], story_id="story-border",
+          access="free"),
         a("scholz-berlin", 10, host="zeitung.example", source="Die Zeitung", language="de",
           title="Scholz trifft Biden", text="Olaf Scholz reiste nach Washington, um über die Ukraine zu sprechen.",
           persons=["Olaf Scholz", "Joe Biden"], organizations=["Nato"], places=["Berlin", "Washington", "Ukraine"],
-          story_id="story-diplomacy"),
+          story_id="story-diplomacy", access="paywalled"),
         a("lighthouse", 40, host="coast.example", source="Coast Courier", language="en",
           title="Harbour town votes to rebuild its lighthouse",
           text="The harbour council voted to rebuild the old lighthouse after the storm.",
@@ -87,6 +89,8 @@ CASES: list[tuple[str, Filters, Callable[[Article], bool]]] = [
     ("place", Filters(places=("Kyiv",)), lambda a: "Kyiv" in a.places),
     ("places all", Filters(places=("Ukraine", "Moscow")), lambda a: {"Ukraine", "Moscow"} <= set(a.places)),
     ("story", Filters(stories=("story-diplomacy",)), lambda a: a.story_id == "story-diplomacy"),
+    ("access", Filters(access=("paywalled",)), lambda a: a.access == "paywalled"),
+    ("access any", Filters(access=("free", "unknown")), lambda a: a.access in ("free", "unknown")),
     ("combined", Filters(places=("Ukraine",), languages=("en",), since=NOW - timedelta(days=7)),
      lambda a: "Ukraine" in a.places and a.language == "en" and when(a) >= NOW - timedelta(days=7)),
 ]
@@ -105,6 +109,7 @@ def test_every_filter_and_facet_returns_what_was_indexed(indexed):
         facets = {k: {b["value"]: b["count"] for b in v} for k, v in result["facets"].items()}
         assert facets["sources"] == Counter(a.source for a in expected), name
         assert facets["languages"] == Counter(a.language for a in expected), name
+        assert facets["access"] == Counter(a.access for a in expected), name
         for field in ("persons", "organizations", "places"):
             assert facets[field] == Counter(v for a in expected for v in getattr(a, field)), (name, field)
 
@@ -152,3 +157,37 @@ def test_search_before_anything_is_indexed_says_so(make_settings):
     s = make_settings()
     result = search(s, "anything")
     assert result["total"] == 0 and "nothing indexed yet" in result["note"]
+
+
+def test_documents_indexed_before_the_access_field_count_as_unknown(indexed):
+    """An article indexed before ``access`` existed has no such field: facet and filter call it unknown."""
+    s, articles = indexed
+    old = make_article("https://coast.example/old.html", title="Old article", first_seen_at=NOW, fetched_at=NOW)
+    body = old.model_dump(mode="json", exclude_none=True)
+    del body["access"]
+    es = make_es(s)
+    try:
+        index = index_name(s.es_index, old.first_seen_at)
+        ensure_index(es, index, s.es_index)
+        es.index(index=index, id=old.id, document=body, refresh=True)
+    finally:
+        es.close()
+    result = search(s, "", Filters(access=("unknown",)), size=100)
+    expected = {a.id for a in articles if a.access == "unknown"} | {old.id}
+    assert {h["id"] for h in result["hits"]} == expected
+    assert {b["value"]: b["count"] for b in result["facets"]["access"]} == {"unknown": len(expected)}
+    assert search(s, "", Filters(access=("free",)))["total"] == 1
+
+
+def test_cli_access_facet_and_filter(indexed, monkeypatch, capsys):
+    s, articles = indexed
+    for name in ("es_url", "es_index"):
+        monkeypatch.setenv(f"NEWSFLOW_{name.upper()}", str(getattr(s, name)))
+    assert cli.main(["search", "--access", "paywalled", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {h["access"] for h in out["hits"]} == {"paywalled"}
+    assert out["facets"]["access"] == [{"value": "paywalled", "count": 2}]
+    monkeypatch.setenv("COLUMNS", "160")
+    assert cli.main(["search"]) == 0
+    text = capsys.readouterr().out
+    assert "top access" in text and "paywalled" in text

@@ -64,7 +64,7 @@ def test_field_types_the_issue_asks_for():
     for count in ("word_count", "reading_time_s"):
         assert f[count]["type"] == "integer"
     for facet in ("source", "site_name", "host", "language", "author", "persons", "organizations", "places",
-                  "keywords", "story_id", "feed_url", "canonical_url"):
+                  "keywords", "story_id", "feed_url", "canonical_url", "access"):
         assert f[facet]["type"] == "keyword", facet
         assert f[facet].get("doc_values", True), f"{facet} must be aggregatable"
 

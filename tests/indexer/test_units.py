@@ -11,7 +11,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from newsflow.elastic import check_generation, generations, index_name, month_of, split_index
 from newsflow.runner import Batch, DeadLetter, Drop, Out, Quarantine
-from newsflow.search import Filters, build_query, build_sort, marked, parse_when
+from newsflow.search import Filters, build_aggs, build_query, build_sort, marked, parse_when
 from processors.indexer import BulkItem, Indexer, classify, durable_offsets, error_text, record_key
 from tests.indexer.helpers import make_article
 
@@ -151,6 +151,17 @@ def test_build_query_filters():
     assert build_sort("newest")[0] == {"published_at": {"order": "desc", "missing": "_last"}}
     with pytest.raises(ValueError):
         build_sort("random")
+
+
+def test_access_filter_and_facet():
+    q = build_query("", Filters(access=("paywalled",)))
+    assert q["bool"]["filter"] == [{"bool": {"should": [
+        {"term": {"access": {"value": "paywalled", "case_insensitive": True}}}], "minimum_should_match": 1}}]
+    unknown = json.dumps(build_query("", Filters(access=("unknown",))))
+    assert '"must_not": [{"exists": {"field": "access"}}]' in unknown  # indexed before the field existed
+    aggs = build_aggs(5)
+    assert aggs["access"] == {"terms": {"field": "access", "size": 5, "missing": "unknown"}}
+    assert "missing" not in aggs["languages"]["terms"]
 
 
 def test_marked_highlights_only_the_marked_spans():

@@ -66,7 +66,8 @@ def test_nothing_secret_reaches_the_log_whatever_path_it_takes():
     try:
         log = structlog.get_logger("test")
         log.info("settings", **s.model_dump())
-        log.info("kafka config", cfg=common_config(revalidated(s, kafka_sasl_mechanism="PLAIN")))
+        log.info("kafka config", cfg=common_config(revalidated(s, kafka_security_protocol="SASL_PLAINTEXT",
+                                                               kafka_sasl_mechanism="PLAIN")))
         logging.getLogger("lib").warning("login %s:%s refused", "newsflow", SASL_PASSWORD)
         logging.getLogger("lib").info("request", extra={"url": s.es_url, "password": ES_PASSWORD})
         es = make_es(s, request_timeout=1)

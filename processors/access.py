@@ -1,0 +1,158 @@
+"""Is the article free to read? ``free``, ``paywalled`` or ``unknown``, with the evidence. Pure.
+
+Two steps, because trafilatura's extraction rewrites the tree:
+
+1. ``read_signals(tree)`` on the untouched tree (beside ``read_meta``): what the page declares and
+   what its markup shows;
+2. ``decide_access(signals, text)`` once the main text is known.
+
+Evidence, strongest first; ``decide_access`` returns the value and its source (``provenance.fields.access``):
+
+==========================  =========================================================================
+source                      rule
+==========================  =========================================================================
+``jsonld:hasPart``          a JSON-LD ``hasPart`` (a section of the article, usually with a
+                            ``cssSelector``) declares ``isAccessibleForFree`` false -> paywalled
+``jsonld``                  a JSON-LD node (``@graph`` arrays included) declares
+                            ``isAccessibleForFree``: false -> paywalled, true -> free
+``microdata``               ``itemprop="isAccessibleForFree"`` (``content`` or text), same values
+``swg``                     Google's Subscribe with Google / Reader Revenue Manager script
+                            (``basicSubscriptions.init({... isAccessibleForFree: ...})``), same values
+``meta:content_tier``       ``<meta name|property="article:content_tier">`` (also spelled
+                            ``og:article:content_tier``, ``article_content_tier``,
+                            ``article:content-tier``): ``locked``/``metered`` -> paywalled,
+                            ``free`` -> free
+``text:truncated+markup``   no declaration, and the main text is short (under ``TRUNCATED_WORDS``
+                            words) and ends abruptly (mid-sentence or on an ellipsis) while the
+                            markup has paywall elements (in the body, not scripts: class or id with
+                            ``paywall``, ``paid-barrier``, ``regwall``, ``premium-content``,
+                            ``subscriber(s)-only``, but not ``no-paywall``) -> paywalled
+``none``                    nothing of the above -> unknown
+==========================  =========================================================================
+
+Any declaration that the article is not free wins over one that it is (a page that says both is
+at least partly paywalled). Booleans may be JSON ``true``/``false``, strings ``"True"``/``"false"``
+or ``https://schema.org/False``; the key is matched without regard to case. A publisher's declaration
+is its intent, not proof: a "free" article may still sit behind a cookie or registration wall, and
+a "locked" one may be readable in full. Markup markers alone prove nothing (most news sites load a
+paywall script on every page), which is why they count only together with a truncated text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from lxml.etree import XPath
+from lxml.html import HtmlElement
+
+from newsflow.schema import Access
+
+TRUNCATED_WORDS = 250
+
+_TIER_NAME = re.compile(r"^(?:og:)?article[:_]content[-_]tier$", re.IGNORECASE)
+_TIERS: dict[str, bool] = {"free": True, "locked": False, "metered": False}
+_FREE_KEY = "isaccessibleforfree"
+_LD_VALUE = re.compile(r'"isAccessibleForFree"\s*:\s*("[^"]{1,40}"|true|false)', re.IGNORECASE)
+_SWG_VALUE = re.compile(r'\bisAccessibleForFree\b"?\s*:\s*("[^"]{1,40}"|\'[^\']{1,40}\'|true|false)', re.IGNORECASE)
+_MARKER = re.compile(r"pay-?wall|paid-?barrier|reg-?wall|premium-content|subscribers?-only", re.IGNORECASE)
+_META = XPath("//meta[@name or @property]")
+_MICRODATA = XPath("//*[translate(@itemprop, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+                   "='isaccessibleforfree']")
+_NEGATED = re.compile(r"(?:^|[-_])(?:no|non|not|without)[-_]?(?:pay|reg|premium|subscri)", re.IGNORECASE)
+# Visible elements only: a paywall vendor's <script id="paywall-js"> is on every page, free or not.
+_CLASSED = XPath("//body//*[(@class or @id) and not(self::script or self::style or self::link or self::noscript)]")
+_ABRUPT_END = re.compile(r"(?:[\w,;:(\-–—]|…|\.\.\.)\s*$")
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the page's markup says about access, before extraction."""
+
+    declared: tuple[tuple[str, bool], ...] = ()  # (source, is free), strongest source first
+    markers: tuple[str, ...] = ()  # paywall class/id names found (a few, for the record)
+
+
+def as_bool(value: Any) -> bool | None:
+    """``true``/``"True"``/``"https://schema.org/False"`` -> bool; anything else -> None."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().rsplit("/", 1)[-1].casefold()
+        return {"true": True, "false": False}.get(word)
+    return None
+
+
+def _walk_ld(node: Any, in_part: bool = False) -> Iterator[tuple[bool, bool]]:
+    """(in a hasPart, is free) for every ``isAccessibleForFree`` in a JSON-LD document."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _walk_ld(item, in_part)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            k = key.casefold() if isinstance(key, str) else ""
+            if k == _FREE_KEY and (free := as_bool(value)) is not None:
+                yield in_part, free
+            elif isinstance(value, (dict, list)):
+                yield from _walk_ld(value, in_part or k == "haspart")
+
+
+def script_declarations(tree: HtmlElement) -> list[tuple[str, bool]]:
+    """JSON-LD declarations, and those of Google's Subscribe with Google script."""
+    found: list[tuple[str, bool]] = []
+    for script in tree.iter("script"):
+        if not script.text:
+            continue
+        if "ld+json" not in (script.get("type") or "").casefold():
+            if "basicSubscriptions" in script.text or "SWG" in script.text:
+                found += [("swg", free) for v in _SWG_VALUE.findall(script.text)
+                          if (free := as_bool(v.strip("'\""))) is not None]
+            continue
+        try:
+            pairs = list(_walk_ld(json.loads(script.text)))
+        except ValueError:  # broken JSON-LD is common: read the declarations it holds anyway
+            pairs = [(False, free) for v in _LD_VALUE.findall(script.text) if (free := as_bool(v.strip('"'))) is not None]
+        found += [("jsonld:hasPart" if part else "jsonld", free) for part, free in pairs]
+    return found
+
+
+def read_signals(tree: HtmlElement) -> Signals:
+    """Declarations and paywall markers of the untouched tree. Call before extraction."""
+    declared = script_declarations(tree)
+    for el in _MICRODATA(tree):
+        if (free := as_bool(el.get("content") or el.text_content())) is not None:
+            declared.append(("microdata", free))
+    for el in _META(tree):
+        name = el.get("property") or el.get("name") or ""
+        if _TIER_NAME.match(name.strip()) and (tier := (el.get("content") or "").strip().casefold()) in _TIERS:
+            declared.append(("meta:content_tier", _TIERS[tier]))
+    order = ["jsonld:hasPart", "jsonld", "microdata", "swg", "meta:content_tier"]
+    declared.sort(key=lambda d: order.index(d[0]))
+    markers: list[str] = []
+    for el in _CLASSED(tree):
+        for token in f"{el.get('class') or ''} {el.get('id') or ''}".split():
+            if _MARKER.search(token) and not _NEGATED.search(token) and token not in markers:
+                markers.append(token)
+        if len(markers) >= 5:
+            break
+    return Signals(tuple(declared), tuple(markers))
+
+
+def is_truncated(text: str) -> bool:
+    """Short and ending mid-sentence or on an ellipsis: what a teaser cut off by a paywall looks like."""
+    return len(text.split()) < TRUNCATED_WORDS and bool(_ABRUPT_END.search(text))
+
+
+def decide_access(signals: Signals, text: str) -> tuple[Access, str]:
+    """The access value and its source (module docstring)."""
+    for source, free in signals.declared:
+        if not free:
+            return "paywalled", source
+    if signals.declared:
+        return "free", signals.declared[0][0]
+    if signals.markers and is_truncated(text):
+        return "paywalled", "text:truncated+markup"
+    return "unknown", "none"
