@@ -15,7 +15,7 @@ KAFKA_BROKERS ?= 1 ## local Kafka nodes; 3 = a KRaft cluster on KAFKA_PORT, +2, 
 ES_HOST ?= 127.0.0.1 ## Elasticsearch host
 ES_PORT ?= 9200 ## Elasticsearch port (also the local stack's HTTP port)
 METRICS_PORT ?= 9464 ## first /metrics port: poller +0, processor +1, indexer +2
-FEEDS ?= deploy/feeds.yaml ## feed list for `make run`
+FEEDS ?= newsflow/data/feeds.yaml ## feed list for `make run` (default: the one shipped in the package)
 DEMO_PORT ?= 8765 ## port of the offline demo site (make demo)
 PYTEST_ARGS ?= ## extra pytest arguments, e.g. PYTEST_ARGS='-x -k lag'
 REPLAY_ARGS ?= ## arguments of `newsflow dlq replay` (make replay)
@@ -37,7 +37,7 @@ export NEWSFLOW_METRICS_PORT ?= $(METRICS_PORT)
 export NEWSFLOW_FEEDS_FILE ?= $(abspath $(FEEDS))
 export NEWSFLOW_CORPUS ?= $(abspath ../shared/corpus)
 
-.PHONY: help install up down status logs topics templates run demo stop test test-unit test-chaos bench eval replay kibana clean
+.PHONY: help install lock promtool up down status logs topics templates run demo stop test test-unit test-chaos bench eval replay kibana clean
 
 help: ## list the targets and variables
 	@echo "Newsflow: feeds -> Kafka -> enrichment -> Elasticsearch. Quick start: make run, make test."
@@ -48,13 +48,33 @@ help: ## list the targets and variables
 	@$(foreach v,$(VARS),printf "  \033[33m%-13s\033[0m %-20s %s\n" "$(v)" "$(value $(v))" "$$(grep -E '^$(v) \?=' $(firstword $(MAKEFILE_LIST)) | sed 's/.*## //')";)
 	@echo "  (every setting is also a NEWSFLOW_* variable: .venv/bin/newsflow config --markdown)"
 
-$(BIN)/newsflow: pyproject.toml requirements.lock
+# Dependencies come only from the hashed lock (pip refuses anything unpinned or with another hash);
+# Newsflow itself is then installed editable, without resolving dependencies again.
+$(BIN)/newsflow: pyproject.toml requirements.lock requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
-install: $(BIN)/newsflow ## create .venv and install Newsflow with pinned dependencies
+install: $(BIN)/newsflow ## create .venv and install Newsflow from the hashed lock (requirements-dev.lock)
+
+lock: install ## regenerate requirements.lock (runtime) and requirements-dev.lock (+ dev) with hashes from pyproject.toml
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes \
+	  --custom-compile-command "make lock" -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev -c requirements.lock --python-version 3.11 --generate-hashes \
+	  --custom-compile-command "make lock" -o requirements-dev.lock
+
+# promtool runs the unit tests of deploy/prometheus/alerts.yml (tests/ops/test_alert_rules.py). Prometheus'
+# release binaries live on GitHub; this builds the same version from the Go module proxy instead.
+PROMTOOL := .local/bin/promtool
+PROMTOOL_MODULE := github.com/prometheus/prometheus/cmd/promtool@v0.316.0
+
+promtool: ## build promtool into .local/bin with Go (skipped with a note where Go is missing; first build ~10 min)
+	@if [ -x $(PROMTOOL) ]; then echo "$(PROMTOOL) is there"; \
+	elif command -v go >/dev/null; then echo "building promtool ($(PROMTOOL_MODULE))"; \
+	  GOBIN=$(abspath .local/bin) go install $(PROMTOOL_MODULE); \
+	else echo "Go is not installed: no promtool, the alert unit tests will be skipped"; fi
 
 up: install ## start the local Kafka + Elasticsearch (downloads them the first time) and apply the topology
 	bash $(STACK) up
@@ -85,7 +105,7 @@ demo: up ## offline demo: serve a local news site, run the pipeline on it, print
 stop: install ## stop a `newsflow run` started elsewhere (SIGTERM, waits until it is gone)
 	$(BIN)/newsflow stop
 
-test: up ## the whole test suite on the real local stack
+test: up promtool ## the whole test suite on the real local stack (builds promtool first where Go is installed)
 	$(BIN)/pytest -m 'not chaos' $(PYTEST_ARGS)
 
 test-unit: install ## tests that need neither Kafka nor Elasticsearch

@@ -63,22 +63,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_poll(args, settings: Settings) -> int:
     from ingest.poller import Poller
+    from newsflow.liveness import stall_after_s
     from newsflow.ops import stage_ops
 
     # /metrics /healthz /readyz and the `newsflow status` entry. No lag: the feeds topic is a table.
     poller = Poller(settings)
-    with stage_ops(settings, "poller", progress_age=poller.progress_age):
+    with stage_ops(settings, "poller", progress_age=poller.progress_age,
+                   stall_after_s=stall_after_s(settings, "poller")):
         poller.run(once=args.once, force=args.force)
     return 0
 
 
 # --- feeds ------------------------------------------------------------------------------------
-def _catalog(settings: Settings):
-    from ingest.store import load_catalog
+def _catalog(settings: Settings, *, writing: bool):
+    """The feed tables. Commands that write create the topics first; read-only ones (``list``,
+    ``status``, ``export``) create nothing and see an empty list where the topics do not exist."""
+    from ingest.store import TableMissing, load_catalog
     from newsflow.topology import ensure_topics
 
-    ensure_topics(settings)
-    return load_catalog(settings)
+    if writing:
+        ensure_topics(settings)
+    try:
+        return load_catalog(settings)
+    except TableMissing as exc:
+        print(f"no feeds: {exc}", file=sys.stderr)
+        return {}, {}
 
 
 def _find(defs, needle: str):
@@ -112,7 +121,7 @@ def add_definitions(settings: Settings, new_defs) -> tuple[list, list, list]:
     from ingest.state import utcnow
     from ingest.store import put_definition
 
-    defs, states = _catalog(settings)
+    defs, states = _catalog(settings, writing=True)
     added, reactivated, present, writes = [], [], [], []
     for d in new_defs:
         fid, found = _find(defs, d.url)
@@ -154,7 +163,7 @@ def cmd_feeds_add(args, settings: Settings) -> int:
 def cmd_feeds_remove(args, settings: Settings) -> int:
     from ingest.store import delete_feed
 
-    defs, _ = _catalog(settings)
+    defs, _ = _catalog(settings, writing=True)
     fid, found = _find(defs, args.feed)
     if found is None:
         print(f"newsflow feeds remove: no feed {args.feed!r}", file=sys.stderr)
@@ -166,7 +175,7 @@ def cmd_feeds_remove(args, settings: Settings) -> int:
 
 
 def cmd_feeds_list(args, settings: Settings) -> int:
-    defs, _ = _catalog(settings)
+    defs, _ = _catalog(settings, writing=False)
     rows = sorted((d for _p, d in defs.values()), key=lambda d: d.url)
     if args.json:
         for d in rows:
@@ -201,7 +210,7 @@ def cmd_feeds_import(args, settings: Settings) -> int:
 def cmd_feeds_export(args, settings: Settings) -> int:
     from ingest.opml import to_opml
 
-    defs, _ = _catalog(settings)
+    defs, _ = _catalog(settings, writing=False)
     text = to_opml(d for _p, d in defs.values())
     if args.output:
         args.output.write_text(text, encoding="utf-8")
@@ -237,7 +246,7 @@ def cmd_feeds_discover(args, settings: Settings) -> int:
 def cmd_feeds_status(args, settings: Settings) -> int:
     from ingest.status import COLUMNS, status_rows, summary
 
-    defs, states = _catalog(settings)
+    defs, states = _catalog(settings, writing=False)
     rows = status_rows(defs, states)
     if args.json:
         print(json.dumps({"summary": summary(rows), "feeds": rows}, indent=2))

@@ -8,6 +8,7 @@ the number of feeds in trouble, not the number of feeds.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -17,6 +18,11 @@ FEED_CONSECUTIVE_ERRORS = Gauge(
     ["feed_id", "error_class"],
 )
 FEED_RETIRED = Gauge("newsflow_ingest_feed_retired", "1 for a feed retired after 410 Gone", ["feed_id"])
+OLDEST_DUE = Gauge(
+    "newsflow_ingest_oldest_due_timestamp_seconds",
+    "Unix time the most overdue owned feed became due by its own schedule (its next check, or when this "
+    "instance first saw a never-polled feed); +Inf when no feed is owned. time() minus it = how late polling is",
+)
 VALIDATORS_IGNORED = Gauge(
     "newsflow_ingest_feeds_validators_ignored", "Owned feeds whose ETag/Last-Modified lied and are ignored"
 )
@@ -43,15 +49,29 @@ class HealthGauges:
     def __init__(self) -> None:
         self._errors: dict[str, str] = {}
         self._retired: set[str] = set()
+        self._unscheduled_since: dict[str, float] = {}  # feeds without a next check: due since first seen
+        OLDEST_DUE.set(float("inf"))
 
-    def update(self, states: Iterable) -> None:
+    def update(self, states: Iterable, now: datetime | None = None) -> None:
+        """Set every health gauge from the states of the feeds this instance owns. A stuck poller stops
+        calling this: the oldest due time then stands still while the clock runs, so an alert on
+        ``time() - newsflow_ingest_oldest_due_timestamp_seconds`` fires whatever the cause."""
+        now_ts = (now or datetime.now(UTC)).timestamp()
         counts = {"active": 0, "backing-off": 0, "retired": 0}
         errors: dict[str, str] = {}
         retired: set[str] = set()
+        unscheduled: dict[str, float] = {}
+        due_at: list[float] = []
         ignored = 0
         for st in states:
             counts[st.health] += 1
             ignored += bool(st.validators_ignored)
+            if st.retired_at is None:
+                if st.next_check_at is None:
+                    unscheduled[st.feed_id] = self._unscheduled_since.get(st.feed_id, now_ts)
+                    due_at.append(unscheduled[st.feed_id])
+                else:
+                    due_at.append(st.next_check_at.timestamp())
             if st.health == "retired":
                 retired.add(st.feed_id)
             elif st.consecutive_errors:
@@ -64,7 +84,8 @@ class HealthGauges:
             FEED_RETIRED.labels(fid).set(1)
         for fid in self._retired - retired:
             FEED_RETIRED.remove(fid)
-        self._errors, self._retired = errors, retired
+        self._errors, self._retired, self._unscheduled_since = errors, retired, unscheduled
+        OLDEST_DUE.set(min(due_at, default=float("inf")))
         for state, n in counts.items():
             FEEDS.labels(state).set(n)
         VALIDATORS_IGNORED.set(ignored)

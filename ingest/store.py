@@ -27,7 +27,7 @@ from tld import get_fld
 
 from ingest.state import FeedDefinition, FeedState, utcnow
 from ingest.urls import bare_host, check_http_url, feed_id, host_of
-from newsflow.kafka_io import make_consumer
+from newsflow.kafka_io import make_reader
 from newsflow.runner import DeadLetter
 from newsflow.settings import Settings
 
@@ -41,9 +41,13 @@ class TableReadTimeout(Exception):
     pass
 
 
+class TableMissing(LookupError):
+    """A feed table's topic does not exist (yet): nothing was ever written, nothing is created by reading."""
+
+
 def table_consumer(settings: Settings) -> KafkaConsumer:
     """A group-less consumer for reading tables (no offsets are ever committed)."""
-    return make_consumer(settings, None, max_poll_records=5000, allow_auto_create_topics=False)
+    return make_reader(settings, max_poll_records=5000)
 
 
 def partitions_of(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.0) -> list[int]:
@@ -140,9 +144,14 @@ def states(table: dict[str, ConsumerRecord]) -> dict[str, FeedState]:
 
 
 def load_catalog(settings: Settings) -> tuple[dict[str, tuple[int, FeedDefinition]], dict[str, FeedState]]:
-    """All definitions (with their partition) and all states: for the ``feeds`` commands."""
+    """All definitions (with their partition) and all states: for the ``feeds`` commands. Reading
+    creates nothing: a missing topic raises ``TableMissing`` (the consumer never asks the broker to
+    auto-create a topic, ``newsflow.kafka_io``)."""
     consumer = table_consumer(settings)
     try:
+        missing = [t for t in (settings.topic_feeds, settings.topic_feed_state) if t not in consumer.topics()]
+        if missing:
+            raise TableMissing(f"topic {', '.join(missing)} does not exist yet (`newsflow topology` creates it)")
         defs = definitions(read_table(consumer, settings.topic_feeds))
         sts = states(read_table(consumer, settings.topic_feed_state))
     finally:

@@ -9,6 +9,8 @@ import sys
 
 from pydantic import ValidationError
 
+from newsflow import newsflow_version
+
 # Modules that add subcommands. Each has ``register(subparsers) -> None``; a subcommand sets
 # ``func(args, settings) -> int | None`` with ``parser.set_defaults``.
 COMMAND_MODULES = (
@@ -30,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         "see `newsflow config`.",
     )
     parser.add_argument("--log-level", help="override NEWSFLOW_LOG_LEVEL")
+    parser.add_argument("--version", action="version", version=f"newsflow {newsflow_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -1,4 +1,4 @@
-"""Core subcommands: run, stop, status, topology, config."""
+"""Core subcommands: run, stop, status, healthcheck, topology, config."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from newsflow.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from newsflow.supervisor import STAGE_COMMANDS
+
     p = sub.add_parser("run", help="run every stage, supervised, until Ctrl-C / SIGTERM",
                        description="Start the stages as child processes, restart a crashed one with backoff "
                                    "(1s, 2s, 4s ... 60s), stop them all on Ctrl-C or SIGTERM. Each stage serves "
@@ -33,6 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="refresh interval for --watch (default 2)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts (one object per refresh)")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("healthcheck", help="exit 0 if the stage processes here answer /healthz, else 1 (container "
+                                           "HEALTHCHECK; no curl needed)",
+                       description="Asks /healthz of every live stage process registered in NEWSFLOW_STATE_DIR/run "
+                                   "on this host (or of one --stage) and exits 0 when each answers 200, 1 otherwise "
+                                   "or when none is registered.")
+    p.add_argument("--stage", choices=list(STAGE_COMMANDS), help="check only this stage")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="per request (default 5)")
+    p.set_defaults(func=cmd_healthcheck)
 
     p = sub.add_parser("topology", help="create the Kafka topics and the Elasticsearch template (idempotent)")
     p.set_defaults(func=cmd_topology)
@@ -93,6 +104,14 @@ def cmd_status(args, settings: Settings) -> int:
     console = Console()
     console.print(render(collect(settings), console.width))
     return 0
+
+
+def cmd_healthcheck(args, settings: Settings) -> int:
+    from newsflow.ops import healthcheck
+
+    ok, lines = healthcheck(settings, args.stage, args.timeout)
+    print("\n".join(lines))
+    return 0 if ok else 1
 
 
 def cmd_topology(args, settings: Settings) -> int:

@@ -14,7 +14,7 @@ Layout::
   (the poller keeps it in its compacted state). The same ``_id`` (sha256 of the canonical URL)
   therefore always lands in the same index: a re-delivery overwrites, it never duplicates, and no
   search is needed before a write.
-* The template (``deploy/elasticsearch/articles-template.json``) gives every generation its
+* The template (``newsflow/data/articles-template.json``, package data) gives every generation its
   mapping (pattern ``<alias>-*``) but no alias: the indexer creates each monthly index itself,
   with the alias when it belongs to the current generation, without it while a reindex builds
   the next generation, so searches never see two copies of an article.
@@ -32,12 +32,13 @@ from typing import Any
 
 from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 
-from newsflow.settings import REPO_ROOT, Settings
+from newsflow.liveness import ES_REQUEST_TIMEOUT_S
+from newsflow.settings import PACKAGE_DATA, Settings
 
 log = logging.getLogger(__name__)
 
-TEMPLATE_FILE = REPO_ROOT / "deploy" / "elasticsearch" / "articles-template.json"
-ILM_POLICY_FILE = REPO_ROOT / "deploy" / "elasticsearch" / "ilm-policy.json"
+TEMPLATE_FILE = PACKAGE_DATA / "articles-template.json"
+ILM_POLICY_FILE = PACKAGE_DATA / "ilm-policy.json"
 _MONTHLY = re.compile(r"^(?P<generation>.+)-(?P<month>\d{4}\.\d{2})$")
 _GENERATION = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -45,7 +46,7 @@ _GENERATION = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 def make_es(settings: Settings, **overrides: Any) -> Elasticsearch:
     """The client: API key (else basic auth) and, for https:// URLs, certificate verification against
     ``es_ca_certs`` (else the system's CAs) unless ``es_verify_certs`` is off."""
-    kw: dict[str, Any] = {"request_timeout": 30, "retry_on_timeout": False, "max_retries": 0}
+    kw: dict[str, Any] = {"request_timeout": ES_REQUEST_TIMEOUT_S, "retry_on_timeout": False, "max_retries": 0}
     if settings.es_url.startswith("https://"):
         kw["verify_certs"] = settings.es_verify_certs
         if settings.es_ca_certs is not None:
@@ -172,8 +173,11 @@ def load_template(settings: Settings, path: Path = TEMPLATE_FILE) -> dict[str, A
     doc["_meta"] = {"newsflow_template_version": version}
     mappings = doc["template"]["mappings"]
     mappings["_meta"] = {"newsflow_template_version": version, "text_analyzer": settings.es_text_analyzer}
+    index_settings = doc["template"]["settings"]
+    index_settings["number_of_shards"] = settings.es_shards
+    index_settings["number_of_replicas"] = settings.es_replicas
     if settings.es_ilm_policy:
-        doc["template"]["settings"]["index.lifecycle.name"] = settings.es_ilm_policy
+        index_settings["index.lifecycle.name"] = settings.es_ilm_policy
     return doc
 
 
@@ -195,6 +199,8 @@ def apply_template(es: Elasticsearch, settings: Settings) -> None:
     template = load_template(settings)
     es.indices.put_index_template(name=settings.es_index, **template)
     add_new_fields(es, settings.es_index, template["template"]["mappings"]["properties"])
+    es.indices.put_settings(index=f"{settings.es_index}-*", settings={"index.number_of_replicas": settings.es_replicas},
+                            allow_no_indices=True, expand_wildcards="open")
 
 
 def new_fields(wanted: dict[str, Any], have: dict[str, Any]) -> dict[str, Any]:

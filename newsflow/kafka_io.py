@@ -14,6 +14,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from newsflow.kafka_preflight import check_once
+from newsflow.liveness import stall_after_s
 from newsflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,23 @@ def make_consumer(settings: Settings, group_id: str | None, *topics: str, **over
     }
     cfg.update(overrides)
     return KafkaConsumer(*topics, **cfg)
+
+
+def make_reader(settings: Settings, **overrides: Any) -> KafkaConsumer:
+    """A group-less consumer that reads topics (feed tables, offsets) for read-only commands. It never
+    lets a broker with ``auto.create.topics.enable`` create a topic by asking for its metadata, so
+    ``feeds list | status | export`` and ``status`` create nothing."""
+    return make_consumer(settings, None, allow_auto_create_topics=False, **overrides)
+
+
+def make_member_consumer(settings: Settings, stage: str) -> KafkaConsumer:
+    """The consumer of a stage's group, as a static member named by ``instance_id``: a restarted
+    instance (same id: a StatefulSet pod, a systemd unit) takes its partitions back at once instead of
+    waiting out the dead member's session, and the group keeps it through a batch as long as its
+    /healthz does (``newsflow.liveness``: the processor's bound covers two batches of timeouts)."""
+    group = settings.group(stage)
+    return make_consumer(settings, group, group_instance_id=f"{group}-{settings.instance_id}",
+                         max_poll_interval_ms=int(stall_after_s(settings, stage) * 1000))
 
 
 def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:

@@ -36,3 +36,5 @@ DEPENDENCY_UP = Gauge("newsflow_dependency_up", "1 when the dependency answered 
                       ["dependency"])
 LAST_PROGRESS = Gauge("newsflow_last_progress_timestamp_seconds",
                       "Unix time the stage's main loop last made progress", ["stage"])
+STALL_AFTER = Gauge("newsflow_stall_after_seconds",
+                    "Seconds without progress after which /healthz fails (from the stage's settings)", ["stage"])

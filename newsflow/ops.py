@@ -9,8 +9,8 @@ While inside it serves, on ``metrics_host:metrics_port`` (0 = no server):
 
 * ``/metrics``  Prometheus text format (every ``newsflow_*`` series of this process);
 * ``/healthz``  200 while the process is alive and its main loop made progress within
-                ``stall_after_s`` (a stage stuck in one batch longer than that has already lost its
-                consumer-group membership); 503 otherwise;
+                ``stall_after_s``, the stage's own worst batch plus a margin, never under 600 s
+                (``newsflow/liveness.py``; exported as ``newsflow_stall_after_seconds``); 503 otherwise;
 * ``/readyz``   200 when Kafka and Elasticsearch both answered the last probe, 503 otherwise.
                 Every stage checks both: a processor with Elasticsearch down still works, but its
                 output goes nowhere, and the operator needs to see that on every stage.
@@ -34,7 +34,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -44,23 +43,17 @@ from elasticsearch import ApiError
 from kafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, disable_created_metrics, generate_latest
 
-from newsflow import metrics
+from newsflow import metrics, newsflow_version
 from newsflow.elastic import make_es
 from newsflow.kafka_io import make_admin
 from newsflow.lag import group_lag
+from newsflow.liveness import FLOOR_S
 from newsflow.logs import Redactor, bind_process, secret_values
 from newsflow.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 PROBE_TIMEOUT_S = 5.0
-
-
-def newsflow_version() -> str:
-    try:
-        return version("newsflow")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def run_dir(settings: Settings) -> Path:
@@ -82,7 +75,7 @@ class OpsState:
     started_at: float = field(default_factory=time.time)
     checks: dict[str, Check] = field(default_factory=dict)
     progress_age: Callable[[], float | None] = lambda: None
-    stall_after_s: float = 600.0
+    stall_after_s: float = FLOOR_S
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         age = self.progress_age()
@@ -225,6 +218,41 @@ def write_registry(settings: Settings, stage: str, port: int | None) -> Path:
     return path
 
 
+def healthcheck(settings: Settings, stage: str | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[bool, list[str]]:
+    """``/healthz`` of every live stage process registered on this host (``run_dir``), or of one stage.
+    Healthy when at least one is registered and every one answers 200. Returns (ok, one line per stage)."""
+    import httpx
+
+    from newsflow.supervisor import pid_alive
+
+    lines: list[str] = []
+    ok = True
+    for path in sorted(run_dir(settings).glob("*.json")):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being replaced right now
+        if path.name.startswith("supervisor-") or (stage and entry["stage"] != stage) or not pid_alive(entry["pid"]):
+            continue
+        where = f"{entry['stage']} pid {entry['pid']}"
+        if entry.get("port") is None:
+            ok = False
+            lines.append(f"{where}: serves no /healthz (NEWSFLOW_METRICS_PORT=0)")
+            continue
+        url = f"http://{entry['host']}:{entry['port']}/healthz"
+        try:
+            answer = httpx.get(url, timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            ok = False
+            lines.append(f"{where}: {url} unreachable: {type(exc).__name__}: {exc}")
+            continue
+        ok &= answer.status_code == 200
+        lines.append(f"{where}: {url} {answer.status_code} {answer.text.strip()}")
+    if not lines:
+        return False, [f"no live {stage or 'stage'} process registered in {run_dir(settings)}"]
+    return ok, lines
+
+
 @contextmanager
 def stage_ops(
     settings: Settings,
@@ -233,7 +261,7 @@ def stage_ops(
     group: str | None = None,
     topics: Sequence[str] = (),
     progress_age: Callable[[], float | None] | None = None,
-    stall_after_s: float = 600.0,
+    stall_after_s: float = FLOOR_S,
     probe_interval_s: float = 10.0,
 ) -> Iterator[StageOps]:
     """Serve /metrics, /healthz, /readyz and probe dependencies while the stage runs. See module doc."""
@@ -246,6 +274,7 @@ def stage_ops(
     metrics.RECORDS_IN.labels(stage)
     metrics.RECORDS_OUT.labels(stage)
     metrics.PAUSED.labels(stage).set(0)
+    metrics.STALL_AFTER.labels(stage).set(stall_after_s)
     state = OpsState(stage=stage, stall_after_s=stall_after_s)
     if progress_age is not None:
         state.progress_age = progress_age

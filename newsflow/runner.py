@@ -62,6 +62,7 @@ from kafka.errors import KafkaError, ProducerFencedError
 
 from newsflow import metrics
 from newsflow.kafka_io import await_partitions, make_consumer, make_producer
+from newsflow.liveness import stall_after_s
 from newsflow.logs import article_context, record_article_id
 from newsflow.settings import Settings
 
@@ -374,6 +375,13 @@ class StageRunner:
     def stop(self, *_: Any) -> None:
         self._stop.set()
 
+    def progress_age(self) -> float:
+        """Seconds since the main loop (or the sink, if it keeps a ``last_progress`` heartbeat) last
+        made progress; /healthz compares it with ``newsflow.liveness.stall_after_s``."""
+        sink_beat = getattr(self.sink, "last_progress", None)
+        latest = self.last_progress if sink_beat is None else max(self.last_progress, sink_beat)
+        return time.monotonic() - latest
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -393,7 +401,7 @@ class StageRunner:
 
         self.install_signal_handlers()
         with stage_ops(self.settings, self.stage.name, group=self.group, topics=[self.source],
-                       progress_age=lambda: time.monotonic() - self.last_progress):
+                       progress_age=self.progress_age, stall_after_s=stall_after_s(self.settings, self.stage.name)):
             self.run(idle_exit_s=idle_exit_s)
         return 0
 

@@ -15,6 +15,7 @@ and a test keeps the two in sync.
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,9 @@ from pydantic_settings import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Files shipped inside the package (index template, ILM policy, default feed list): found with
+# importlib.resources, so an installed wheel has them too, not only a checkout.
+PACKAGE_DATA = Path(str(files("newsflow") / "data"))
 
 
 class ConfigurationError(RuntimeError):
@@ -111,6 +115,13 @@ class Settings(BaseSettings):
         "a self-signed node: the connection is then open to interception."
     )
     es_index: str = Field("articles", description="Read alias; monthly indices are <alias>-YYYY.MM.")
+    es_shards: int = Field(
+        1, ge=1, description="Primary shards of each monthly index (set when the template is applied; new indices only)."
+    )
+    es_replicas: int = Field(
+        0, ge=0, description="Replicas of each monthly index: 0 on one node, at least 1 on a cluster (applied to "
+        "the template and to the existing indices by `newsflow topology`).",
+    )
     es_text_analyzer: str = Field(
         "newsflow_text",
         description="Analyzer for text fields: newsflow_text (standard + English stopwords, works on the local "
@@ -118,7 +129,7 @@ class Settings(BaseSettings):
     )
     es_ilm_policy: str | None = Field(
         None,
-        description="ILM policy name to install (deploy/elasticsearch/ilm-policy.json) and attach to new indices. "
+        description="ILM policy name to install (newsflow/data/ilm-policy.json) and attach to new indices. "
         "Full Elasticsearch only: the local distribution has no ILM. Empty = no ILM.",
     )
     es_bulk_max_retries: int = Field(
@@ -129,7 +140,9 @@ class Settings(BaseSettings):
     )
 
     # --- Poller --------------------------------------------------------------------------
-    feeds_file: Path = Field(REPO_ROOT / "deploy" / "feeds.yaml", description="Feed list (YAML) to seed from.")
+    feeds_file: Path = Field(
+        PACKAGE_DATA / "feeds.yaml", description="Feed list (YAML) to seed from (default: the one shipped in the package)."
+    )
     user_agent: str = Field(
         "Newsflow/0.1 (+https://github.com/newsflow/newsflow)",
         description="User-Agent sent on feed polls and page fetches.",

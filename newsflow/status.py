@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from newsflow.elastic import make_es
-from newsflow.kafka_io import make_admin, make_consumer
+from newsflow.kafka_io import make_admin, make_reader
 from newsflow.lag import count_records, group_lag, partitions, topic_records
 from newsflow.logs import Redactor, secret_values
 from newsflow.ops import run_dir
@@ -168,7 +168,7 @@ def kafka_info(settings: Settings) -> dict[str, Any]:
         return {"ok": False, "error": _err(exc)}
     try:
         lag = []
-        consumer = make_consumer(settings, None)
+        consumer = make_reader(settings)
         try:
             for spec in topology_stages(settings):
                 # The poller reads the feeds topic as a table (ingest/store.py): its group only spreads
@@ -231,11 +231,11 @@ def feed_catalog(settings: Settings) -> dict[str, Any]:
     """Fleet-wide feed health from the feeds and feed-state tables in Kafka (ingest/store.py), the
     same rows as ``newsflow feeds status``: summary and the worst feeds."""
     from ingest.status import status_rows, summary
-    from ingest.store import TableReadTimeout, load_catalog
+    from ingest.store import TableMissing, TableReadTimeout, load_catalog
 
     try:
         defs, states = load_catalog(settings)
-    except (TableReadTimeout, KafkaError, OSError, ValueError) as exc:
+    except (TableMissing, TableReadTimeout, KafkaError, OSError, ValueError) as exc:
         return {"catalog_error": _err(exc)}
     rows = status_rows(defs, states)  # retired, then backing off, then by consecutive errors
     worst = [{k: r.get(k) for k in _FEED_FIELDS} for r in rows[:WORST_FEEDS]

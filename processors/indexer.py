@@ -60,7 +60,8 @@ from prometheus_client import Counter, Histogram
 
 from newsflow import metrics
 from newsflow.elastic import check_generation, current_generation, ensure_index, make_es, month_of
-from newsflow.kafka_io import make_producer
+from newsflow.kafka_io import make_member_consumer, make_producer
+from newsflow.liveness import DLQ_ACK_TIMEOUT_S
 from newsflow.runner import (
     Batch,
     DeadLetter,
@@ -242,6 +243,9 @@ class ElasticsearchSink:
         self._retry_at = 0.0
         self._retry_delay = 0.5
         self._consumer: KafkaConsumer | None = None
+        # Progress heartbeat (monotonic), set on every Elasticsearch answer, also from the background
+        # writer: a long batch of slow but answering bulk requests is progress (newsflow/liveness.py).
+        self.last_progress = time.monotonic()
 
     @property
     def producer(self):
@@ -366,9 +370,9 @@ class ElasticsearchSink:
             return
         try:
             futures = send_dead_letters(self.producer, self.settings.topic_dlq, self.stage, dead)
-            self.producer.flush(timeout=30)
+            self.producer.flush(timeout=DLQ_ACK_TIMEOUT_S)
             for f in futures:
-                f.get(timeout=30)
+                f.get(timeout=DLQ_ACK_TIMEOUT_S)
         except KafkaError as exc:
             raise SinkUnavailable(f"dead-letter topic unavailable: {exc!r}") from exc
         self._done.update(record_key(d.record) for d in dead)
@@ -411,6 +415,7 @@ class ElasticsearchSink:
                     max_retries=0,  # retries are ours: only the failed items, counted, capped backoff
                 )
                 for it, (_ok, result) in zip(pending, results, strict=True):
+                    self.last_progress = time.monotonic()
                     info = next(iter(result.values()))
                     if str(info.get("_id")) != it.doc_id:  # pragma: no cover - streaming_bulk keeps order
                         raise RuntimeError(f"bulk answer for {info.get('_id')} where {it.doc_id} was expected")
@@ -455,4 +460,5 @@ def make_runner(settings: Settings) -> StageRunner:
         source=settings.topic_enriched,
         group=settings.group("indexer"),
         sink=ElasticsearchSink(settings),
+        consumer=make_member_consumer(settings, "indexer"),
     )

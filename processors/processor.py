@@ -28,7 +28,8 @@ from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Gauge, Histogram
 from pydantic import ValidationError
 
-from newsflow.kafka_io import make_consumer
+from newsflow.kafka_io import make_consumer, make_member_consumer
+from newsflow.liveness import stall_after_s
 from newsflow.runner import Out, StageRunner, TransactionalKafkaSink
 from newsflow.schema import Article
 from newsflow.settings import Settings
@@ -139,19 +140,9 @@ def seed_story_window(settings: Settings, stories: StoryIndex, *, timeout_s: flo
 
 
 def max_poll_interval_ms(settings: Settings) -> int:
-    """A poll interval that covers two batches of timeouts (a retry queues behind the batch submitted ahead)."""
-    worst_batch_ms = 2 * settings.batch_size * settings.extract_timeout_s * 1000 / settings.extract_workers
-    return int(max(600_000, worst_batch_ms + 60_000))
-
-
-def make_consumer_for(settings: Settings, group: str):
-    """Static membership (a restarted processor takes its partitions back at once instead of
-    waiting out the dead member's session) and ``max_poll_interval_ms``."""
-    return make_consumer(
-        settings, group,
-        group_instance_id=f"{group}-{settings.instance_id}",
-        max_poll_interval_ms=max_poll_interval_ms(settings),
-    )
+    """The processor's liveness bound (``newsflow.liveness``): two batches of timeouts, since a retry
+    queues behind the batch submitted ahead. Its group consumer (``make_member_consumer``) uses it too."""
+    return int(stall_after_s(settings, "processor") * 1000)
 
 
 def make_runner(settings: Settings) -> StageRunner:
@@ -167,5 +158,5 @@ def make_runner(settings: Settings) -> StageRunner:
     )
     return StageRunner(
         settings, processor, source=settings.topic_raw, group=group, sink=sink,
-        consumer=make_consumer_for(settings, group),
+        consumer=make_member_consumer(settings, "processor"),
     )

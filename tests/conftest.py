@@ -109,7 +109,7 @@ def make_settings(stack: Settings, request) -> Iterator[Callable[..., Settings]]
             "metrics_port": 0,
             "allow_private_addresses": True,
             "respect_robots": False,
-            # never seed a test's poller from deploy/feeds.yaml (real feeds: non-loopback)
+            # never seed a test's poller from the default feed list (real feeds: non-loopback)
             "feeds_file": Path(tempfile.gettempdir()) / f"{tag}-no-feeds.yaml",
         } | overrides))
         apply(s)

@@ -6,6 +6,7 @@ import json
 import typing
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from newsflow.elastic import ILM_POLICY_FILE, TEMPLATE_FILE, load_ilm_policy, load_template
@@ -105,3 +106,35 @@ def test_ilm_is_optional_and_never_rolls_over_or_freezes_writes():
     # Routing is by first_seen_at month: a rollover would break it, and an old month must stay writable.
     assert not actions & {"rollover", "readonly", "delete", "freeze", "searchable_snapshot"}
     assert policy["phases"]["hot"]["min_age"] == "0ms"
+
+
+def test_shards_and_replicas_are_settings_not_fixed_in_the_template():
+    raw = json.loads(TEMPLATE_FILE.read_text())["template"]["settings"]
+    assert "number_of_shards" not in raw and "number_of_replicas" not in raw
+    local = load_template(Settings())["template"]["settings"]
+    assert (local["number_of_shards"], local["number_of_replicas"]) == (1, 0)
+    cluster = load_template(Settings(es_shards=3, es_replicas=2))["template"]["settings"]
+    assert (cluster["number_of_shards"], cluster["number_of_replicas"]) == (3, 2)
+
+
+@pytest.mark.integration
+def test_replicas_and_shards_reach_new_and_existing_indices(make_settings):
+    """On the real Elasticsearch: the template carries es_shards/es_replicas, and `newsflow topology`
+    (apply_template) raises the replicas of indices that already exist (shards are fixed at creation)."""
+    from newsflow.elastic import apply_template, ensure_index, make_es
+
+    s = make_settings()  # the topology applied with the defaults: 1 shard, 0 replicas
+    cluster = Settings(**(s.model_dump() | {"es_shards": 2, "es_replicas": 1}))
+    es = make_es(s)
+    try:
+        existing = f"{s.es_index}-2024.01"
+        ensure_index(es, existing, s.es_index)
+        apply_template(es, cluster)
+        created = f"{s.es_index}-2024.02"
+        ensure_index(es, created, s.es_index)
+        got = {name: body["settings"]["index"] for name, body in
+               es.indices.get_settings(index=f"{s.es_index}-*").body.items()}
+    finally:
+        es.close()
+    assert (got[existing]["number_of_shards"], got[existing]["number_of_replicas"]) == ("1", "1")
+    assert (got[created]["number_of_shards"], got[created]["number_of_replicas"]) == ("2", "1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -168,3 +169,39 @@ def test_poll_once_from_the_command_line(cli, site, tmp_path, monkeypatch):
 
 def test_opml_export_is_valid_for_an_empty_list():
     assert parse_opml(to_opml([]).encode()) == []
+
+
+def test_read_only_commands_create_no_topic(stack, monkeypatch, capsys, tmp_path):
+    """`feeds list | status | export` and `status` on a river whose topics were never created: they answer
+    (no feeds) and leave the broker as they found it. Their consumer also refuses broker-side auto-creation
+    (a metadata request of a missing topic would otherwise create it where auto.create.topics.enable)."""
+    from newsflow.kafka_io import make_admin, make_reader
+    from newsflow.topology import namespaced, teardown
+
+    s = namespaced(stack, f"t{uuid.uuid4().hex[:10]}", state_dir=tmp_path, feeds_file=tmp_path / "none.yaml")
+    monkeypatch.setattr("newsflow.logs.configure_logging", lambda _settings: None)
+    for name in ENV_FIELDS + ("state_dir",):
+        monkeypatch.setenv(f"NEWSFLOW_{name.upper()}", str(getattr(s, name)))
+    try:
+        answers = {}
+        for argv in (["feeds", "list"], ["feeds", "list", "--json"], ["feeds", "status", "--json"],
+                     ["feeds", "export"], ["status", "--json"]):
+            code = main(argv)
+            answers[" ".join(argv)] = out, err = capsys.readouterr()
+            assert code == 0, (argv, out, err)
+        assert "no feeds: topic" in answers["feeds list"][1] and s.topic_feeds in answers["feeds list"][1]
+        assert answers["feeds list --json"][0] == ""
+        assert json.loads(answers["feeds status --json"][0])["feeds"] == []
+        assert json.loads(answers["status --json"][0])["feeds"]["file"] == str(s.feeds_file)
+        admin = make_admin(s)
+        try:
+            assert [t for t in admin.list_topics() if t.startswith(s.group_prefix)] == []
+        finally:
+            admin.close()
+        reader = make_reader(s)  # the feed tables' and `status`'s consumer
+        try:
+            assert reader.config["allow_auto_create_topics"] is False
+        finally:
+            reader.close()
+    finally:
+        teardown(s)

@@ -1,15 +1,15 @@
-"""deploy/feeds.yaml and the seed-list format (no feed is fetched: they are real, non-loopback URLs)."""
+"""The default feed list (newsflow/data/feeds.yaml) and the seed-list format (no feed is fetched: they are real, non-loopback URLs)."""
 
 from __future__ import annotations
 
 import pytest
 
 from ingest.store import load_feeds_file
-from newsflow.settings import REPO_ROOT
+from newsflow.settings import Settings
 
 
 def test_the_shipped_feed_list_is_valid_and_has_no_duplicates():
-    defs = load_feeds_file(REPO_ROOT / "deploy" / "feeds.yaml")
+    defs = load_feeds_file(Settings().feeds_file)
     assert 15 <= len(defs) <= 40
     assert len({d.id for d in defs}) == len(defs)
     assert all(d.url.startswith("https://") and d.title and d.category for d in defs)

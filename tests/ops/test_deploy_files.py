@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -139,6 +141,12 @@ def test_systemd_target_and_env_example_match_the_model():
 
 
 # --- Kubernetes ----------------------------------------------------------------------------------------
+WORKLOADS = ("Deployment", "StatefulSet", "Job")
+# Stages whose consumer is a static group member named by NEWSFLOW_INSTANCE_ID (newsflow.kafka_io.
+# make_member_consumer; the processor's transactional id too): their pod names must survive a restart.
+STATIC_MEMBERS = ("processor", "indexer")
+
+
 def k8s_objects() -> dict[tuple[str, str], dict]:
     out = {}
     kust = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
@@ -148,12 +156,30 @@ def k8s_objects() -> dict[tuple[str, str], dict]:
     return out
 
 
+def workload(objs: dict[tuple[str, str], dict], name: str) -> dict:
+    (found,) = [o for (kind, n), o in objs.items() if n == name and kind in WORKLOADS]
+    return found
+
+
 def test_k8s_manifests_parse_and_every_file_is_in_the_kustomization():
     kust = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
     files = {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kust["resources"]) == files
     kinds = {k for k, _ in k8s_objects()}
-    assert {"Deployment", "ConfigMap", "Secret", "HorizontalPodAutoscaler", "Job", "Namespace"} <= kinds
+    assert {"StatefulSet", "Deployment", "ConfigMap", "Secret", "HorizontalPodAutoscaler", "Job",
+            "Namespace", "Service"} <= kinds
+
+
+def test_k8s_kustomize_build_gives_the_same_objects_in_the_namespace():
+    """`kubectl kustomize` (kustomize built into kubectl) renders what `kubectl apply -k` would apply."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: the manifests are checked by parsing them (tests above)")
+    done = subprocess.run([kubectl, "kustomize", str(DEPLOY / "k8s")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    built = [d for d in yaml.safe_load_all(done.stdout) if d]
+    assert {(d["kind"], d["metadata"]["name"]) for d in built} == set(k8s_objects())
+    assert all(d["metadata"].get("namespace") == "newsflow" for d in built if d["kind"] != "Namespace")
 
 
 def test_k8s_settings_validate_and_secrets_live_in_the_secret():
@@ -166,10 +192,10 @@ def test_k8s_settings_validate_and_secrets_live_in_the_secret():
 
 
 @pytest.mark.parametrize("stage", list(STAGE_COMMANDS))
-def test_k8s_deployment_per_stage(stage):
+def test_k8s_workload_per_stage(stage):
     objs = k8s_objects()
     config = objs[("ConfigMap", "newsflow-settings")]["data"]
-    dep = objs[("Deployment", f"newsflow-{stage}")]
+    dep = workload(objs, f"newsflow-{stage}")
     pod = dep["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     assert container["args"] == STAGE_COMMANDS[stage]
@@ -188,13 +214,61 @@ def test_k8s_deployment_per_stage(stage):
     assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
 
 
-def test_k8s_processor_replicas_are_bounded_by_partitions():
+@pytest.mark.parametrize("stage", STATIC_MEMBERS)
+def test_k8s_static_members_keep_their_identity_across_restarts(stage):
+    """A Deployment's pod names are random: a restarted processor would get a new transactional id (its
+    zombie never fenced) and a new static member id (its partitions held by the dead one). A StatefulSet
+    pod keeps its name (<name>-<ordinal>), and that name is the instance id."""
+    objs = k8s_objects()
+    sts = workload(objs, f"newsflow-{stage}")
+    assert sts["kind"] == "StatefulSet"
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    (instance,) = [e for e in container["env"] if e["name"] == "NEWSFLOW_INSTANCE_ID"]
+    assert instance["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    service = objs[("Service", sts["spec"]["serviceName"])]
+    assert service["spec"]["clusterIP"] == "None"  # headless: the StatefulSet's governing service
+    assert service["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_k8s_replicas_and_autoscalers_do_not_fight_and_stay_within_the_partitions():
+    """A workload an autoscaler owns has no `replicas` (every `kubectl apply` would reset the autoscaler's
+    choice); no autoscaler may scale past the partition count, nor may a fixed replica count."""
     objs = k8s_objects()
     partitions = int(objs[("ConfigMap", "newsflow-settings")]["data"]["NEWSFLOW_TOPIC_PARTITIONS"])
-    assert 1 <= objs[("Deployment", "newsflow-processor")]["spec"]["replicas"] <= partitions
-    hpa = objs[("HorizontalPodAutoscaler", "newsflow-processor")]["spec"]
-    assert hpa["scaleTargetRef"]["name"] == "newsflow-processor"
-    assert hpa["maxReplicas"] <= partitions
+    hpas = [o["spec"] for (kind, _), o in objs.items() if kind == "HorizontalPodAutoscaler"]
+    scaled = {(h["scaleTargetRef"]["kind"], h["scaleTargetRef"]["name"]) for h in hpas}
+    assert ("StatefulSet", "newsflow-processor") in scaled
+    for hpa in hpas:
+        target = objs[(hpa["scaleTargetRef"]["kind"], hpa["scaleTargetRef"]["name"])]
+        assert "replicas" not in target["spec"], f"{target['metadata']['name']}: replicas and an autoscaler"
+        assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"] <= partitions
+    for (kind, name), o in objs.items():
+        if kind in ("Deployment", "StatefulSet") and (kind, name) not in scaled:
+            assert 1 <= o["spec"]["replicas"] <= partitions, name
+
+
+@pytest.mark.parametrize("name", ["newsflow-poller", "newsflow-processor", "newsflow-indexer", "newsflow-topology"])
+def test_k8s_pods_run_restricted(name):
+    """The Pod Security Standards' `restricted` profile, plus a read-only root filesystem: what Newsflow
+    writes (NEWSFLOW_STATE_DIR, the fork server's socket, temporary files) goes to an emptyDir at /tmp."""
+    objs = k8s_objects()
+    config = objs[("ConfigMap", "newsflow-settings")]["data"]
+    pod = workload(objs, name)["spec"]["template"]["spec"]
+    sec = pod["securityContext"]
+    assert sec["runAsNonRoot"] is True and sec["runAsUser"] > 0
+    assert sec["seccompProfile"]["type"] == "RuntimeDefault"
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for container in pod["containers"]:
+        csec = container["securityContext"]
+        assert csec["allowPrivilegeEscalation"] is False
+        assert csec["readOnlyRootFilesystem"] is True
+        assert csec["capabilities"]["drop"] == ["ALL"] and not csec["capabilities"].get("add")
+        assert not csec.get("privileged")
+        writable = [m["mountPath"] for m in container.get("volumeMounts", [])
+                    if "emptyDir" in volumes[m["name"]] and not m.get("readOnly")]
+        assert "/tmp" in writable
+        state_dir = Path(config["NEWSFLOW_STATE_DIR"])
+        assert any(state_dir.is_relative_to(w) for w in writable), f"{name}: NEWSFLOW_STATE_DIR is not writable"
 
 
 # --- image --------------------------------------------------------------------------------------------------

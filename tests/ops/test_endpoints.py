@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import httpx
 import pytest
 
+from newsflow.liveness import stall_after_s
 from newsflow.ops import stage_ops
 from newsflow.settings import Settings
 from tests.ops.helpers import closed_port, wait_until
+from tests.support.stages import env_for
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +88,39 @@ def test_a_taken_metrics_port_falls_back_to_a_free_one(make_settings, tmp_path):
     with stage_ops(s, "poller") as first, stage_ops(s, "poller") as second:
         assert first.port == s.metrics_port and second.port not in (None, first.port)
         assert get(second.port, "/healthz").status_code == 200
+
+
+def test_healthz_waits_out_the_processors_own_worst_batch(make_settings, tmp_path):
+    """A processor batch of slow pages past 600 s is alive; past the bound derived from its settings it is not."""
+    s = make_settings(state_dir=tmp_path, metrics_port=closed_port(), batch_size=100, extract_timeout_s=30.0,
+                      extract_workers=2)
+    bound = stall_after_s(s, "processor")  # 2 x 100 x 30 / 2 + 60 = 3060 s
+    age = {"s": 900.0}
+    with stage_ops(s, "processor", progress_age=lambda: age["s"], stall_after_s=bound) as ops:
+        r = get(ops.port, "/healthz")
+        assert r.status_code == 200 and r.json()["stall_after_s"] == bound == 3060.0
+        assert f'newsflow_stall_after_seconds{{stage="processor"}} {bound}' in get(ops.port, "/metrics").text
+        age["s"] = bound + 1
+        assert get(ops.port, "/healthz").status_code == 503
+
+
+def healthcheck_cli(s: Settings, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "newsflow.cli", "healthcheck", *args], env=env_for(s),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_newsflow_healthcheck_exits_by_healthz(make_settings, tmp_path):
+    """The container HEALTHCHECK (the slim image has no curl): 0 while the stage's /healthz is 200, 1 once it
+    stalls, 1 when no stage runs here."""
+    s = make_settings(state_dir=tmp_path, metrics_port=closed_port())
+    none = healthcheck_cli(s)
+    assert none.returncode == 1 and "no live stage process registered" in none.stdout
+    age = {"s": 1.0}
+    with stage_ops(s, "indexer", progress_age=lambda: age["s"], stall_after_s=600) as ops:
+        good = healthcheck_cli(s)
+        assert good.returncode == 0, good.stdout + good.stderr
+        assert f":{ops.port}/healthz 200" in good.stdout
+        assert healthcheck_cli(s, "--stage", "processor").returncode == 1  # no processor here
+        age["s"] = 601.0
+        bad = healthcheck_cli(s, "--stage", "indexer")
+        assert bad.returncode == 1 and "503" in bad.stdout
