@@ -1,7 +1,7 @@
 """deploy/prometheus/alerts.yml against its promtool unit tests (deploy/prometheus/alerts.test.yml).
 
-The unit tests run with ``promtool test rules`` when promtool is installed (``make promtool`` builds it
-with Go into ``.local/bin``); the coverage check below runs everywhere."""
+The unit tests run with ``promtool test rules`` when promtool is installed (``make promtool`` unpacks
+Debian's into ``.local/bin``); the coverage check below runs everywhere."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_every_alert_has_a_case_where_it_fires_and_one_where_it_does_not():
 def run_promtool(*args: str) -> subprocess.CompletedProcess:
     tool = promtool()
     if tool is None:
-        pytest.skip("promtool is not installed (make promtool builds it with Go; or put it on PATH / set PROMTOOL)")
+        pytest.skip("promtool is not installed (make promtool fetches it from Debian; or put it on PATH / set PROMTOOL)")
     return subprocess.run([tool, *args], cwd=PROM, capture_output=True, text=True, timeout=120)
 
 
@@ -65,7 +65,7 @@ def test_the_unit_tests_catch_a_wrong_alert(tmp_path: Path):
     shutil.copy(TESTS, tmp_path / TESTS.name)
     tool = promtool()
     if tool is None:
-        pytest.skip("promtool is not installed (make promtool builds it with Go; or put it on PATH / set PROMTOOL)")
+        pytest.skip("promtool is not installed (make promtool fetches it from Debian; or put it on PATH / set PROMTOOL)")
     done = subprocess.run([tool, "test", "rules", TESTS.name], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode != 0 and "NewsflowFeedsStuck" in done.stdout + done.stderr
