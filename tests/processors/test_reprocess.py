@@ -115,7 +115,9 @@ def test_reprocess_after_a_rule_change_replaces_the_indexed_documents(make_setti
     # ... then the rest: the same command continues where the first stopped.
     rest = reprocess(s2, only_a)
     assert (rest.finished, rest.resumed, rest.counts["reprocessed"], rest.counts["dead_letters"]) == (True, True, 5, 0)
-    assert rest.counts["skipped"] == 4  # b.example
+    # b.example: each of its 4 pages skipped once, by whichever run read past it (the first run reads
+    # whole fetches, so it may already have passed some of them before its 3rd a.example page)
+    assert first.counts["skipped"] + rest.counts["skipped"] == 4
     assert not committed_offsets(s2, group_for(s2, only_a))  # done: the next reprocess starts afresh
 
     a_ids = {p.id for p in pages[:8]}
