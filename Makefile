@@ -118,7 +118,7 @@ test: up promtool ## the whole test suite on the real local stack (fetches promt
 test-unit: install ## tests that need neither Kafka nor Elasticsearch
 	$(BIN)/pytest -m 'not integration and not chaos' $(PYTEST_ARGS)
 
-test-chaos: up ## fault-injection + hostile-input suites; chaos runs its own Kafka/ES (9192/9202), ~15 min
+test-chaos: up ## fault-injection + hostile-input suites; chaos runs its own Kafka/ES (9192/9202) and a 3-broker cluster (9292-9297), ~20 min
 	$(BIN)/pytest -v -m 'chaos or hostile' tests/chaos tests/hostile $(PYTEST_ARGS)
 
 bench: up ## benchmark report: bench/report.md and plots (never part of `make test`; BENCH_ARGS=--quick)
