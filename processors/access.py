@@ -40,7 +40,6 @@ paywall script on every page), which is why they count only together with a trun
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from lxml.etree import XPath
 from lxml.html import HtmlElement
 
 from newsflow.schema import Access
+from processors.jsonld import LdBlock, ld_blocks
 
 TRUNCATED_WORDS = 250
 
@@ -100,28 +100,27 @@ def _walk_ld(node: Any, in_part: bool = False) -> Iterator[tuple[bool, bool]]:
                 yield from _walk_ld(value, in_part or k == "haspart")
 
 
-def script_declarations(tree: HtmlElement) -> list[tuple[str, bool]]:
-    """JSON-LD declarations, and those of Google's Subscribe with Google script."""
+def script_declarations(tree: HtmlElement, blocks: list[LdBlock] | None = None) -> list[tuple[str, bool]]:
+    """JSON-LD declarations (``blocks``: the page's ``ld_blocks``, when the caller has them already),
+    and those of Google's Subscribe with Google script."""
     found: list[tuple[str, bool]] = []
-    for script in tree.iter("script"):
-        if not script.text:
-            continue
-        if "ld+json" not in (script.get("type") or "").casefold():
-            if "basicSubscriptions" in script.text or "SWG" in script.text:
-                found += [("swg", free) for v in _SWG_VALUE.findall(script.text)
-                          if (free := as_bool(v.strip("'\""))) is not None]
-            continue
-        try:
-            pairs = list(_walk_ld(json.loads(script.text)))
-        except ValueError:  # broken JSON-LD is common: read the declarations it holds anyway
-            pairs = [(False, free) for v in _LD_VALUE.findall(script.text) if (free := as_bool(v.strip('"'))) is not None]
+    for block in ld_blocks(tree) if blocks is None else blocks:
+        if block.parsed:
+            pairs = list(_walk_ld(block.data))
+        else:  # broken JSON-LD is common: read the declarations it holds anyway
+            pairs = [(False, free) for v in _LD_VALUE.findall(block.text) if (free := as_bool(v.strip('"'))) is not None]
         found += [("jsonld:hasPart" if part else "jsonld", free) for part, free in pairs]
+    for script in tree.iter("script"):
+        if (script.text and "ld+json" not in (script.get("type") or "").casefold()
+                and ("basicSubscriptions" in script.text or "SWG" in script.text)):
+            found += [("swg", free) for v in _SWG_VALUE.findall(script.text)
+                      if (free := as_bool(v.strip("'\""))) is not None]
     return found
 
 
-def read_signals(tree: HtmlElement) -> Signals:
+def read_signals(tree: HtmlElement, blocks: list[LdBlock] | None = None) -> Signals:
     """Declarations and paywall markers of the untouched tree. Call before extraction."""
-    declared = script_declarations(tree)
+    declared = script_declarations(tree, blocks)
     for el in _MICRODATA(tree):
         if (free := as_bool(el.get("content") or el.text_content())) is not None:
             declared.append(("microdata", free))

@@ -26,6 +26,7 @@ from processors.clean import FIELD_BYTES, clean_field, clean_list, clean_text, t
 from processors.enrich.enricher import Enricher, Enrichment
 from processors.enrich.stories import content_hash
 from processors.extract import EXTRACTOR_VERSION, EmptyPage, decode_page, extract_text, load_page, read_meta
+from processors.jsonld import ld_blocks
 from processors.merge import Merged, merge
 
 WORDS_PER_MINUTE = 238  # average silent reading speed of English non-fiction (Brysbaert, 2019)
@@ -73,8 +74,9 @@ def build_article(raw: RawArticle, *, limits: Limits, enricher: Enricher | None 
         tree = load_page(html)
     except EmptyPage as exc:
         raise Quarantine("not_html", f"{exc} ({raw.content_type or 'no content type'})") from exc
-    page = read_meta(tree, raw.final_url)
-    access_signals = read_signals(tree)  # before extraction rewrites the tree
+    ld_scripts = ld_blocks(tree)  # parsed once, read by both
+    page = read_meta(tree, raw.final_url, ld_scripts)
+    access_signals = read_signals(tree, ld_scripts)  # before extraction rewrites the tree
     merged = merge(page, raw.entry, feed_title=raw.feed_title, canonical=raw.canonical_url,
                    canonical_from=raw.canonical_from, now=min(now, raw.fetched_at))  # nothing is newer than the fetch
     extraction = extract_text(tree, html, raw.final_url, min_chars=limits.min_chars)

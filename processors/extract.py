@@ -32,7 +32,7 @@ from lxml.html import HtmlElement
 from trafilatura import metadata as tmeta
 from trafilatura.utils import load_html
 
-from processors.jsonld import Credit, read_article_ld
+from processors.jsonld import Credit, LdBlock, read_article_ld
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +199,10 @@ def headlines(tree: HtmlElement, ld_headline: str | None, title_tag: str | None)
     return [(src, str(v)) for src, v in found if v and str(v).strip()]
 
 
-def read_meta(tree: HtmlElement, url: str | None) -> PageMeta:
-    """Metadata of the untouched tree. Call before ``extract_text``."""
-    ld = read_article_ld(tree)
+def read_meta(tree: HtmlElement, url: str | None, ld_scripts: list[LdBlock] | None = None) -> PageMeta:
+    """Metadata of the untouched tree. Call before ``extract_text``. ``ld_scripts``: the page's
+    ``ld_blocks``, when the caller has them already."""
+    ld = read_article_ld(tree, ld_scripts)
     doc = _structured(tree)
     site = doc.sitename or tmeta.extract_sitename(tree)
     if site:

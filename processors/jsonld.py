@@ -78,18 +78,38 @@ def _text(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def read_article_ld(tree: HtmlElement) -> ArticleLD:
-    """The first article object's fields (a later article object fills what the first lacks)."""
-    found = ArticleLD()
+@dataclass(frozen=True)
+class LdBlock:
+    """One ``<script type="application/ld+json">``: its text, and its JSON when it parses."""
+
+    text: str
+    data: Any = None
+    parsed: bool = False
+
+
+def ld_blocks(tree: HtmlElement) -> list[LdBlock]:
+    """The page's JSON-LD scripts, each parsed once: the metadata (``read_article_ld``) and the
+    access flag (``processors.access``) both read them."""
+    blocks = []
     for script in tree.iter("script"):
         if "ld+json" not in (script.get("type") or "").casefold() or not script.text:
             continue
         try:
-            data = json.loads(script.text)
+            blocks.append(LdBlock(script.text, json.loads(script.text), parsed=True))
         except ValueError as exc:
-            log.debug("JSON-LD block skipped: %s", exc)
+            log.debug("JSON-LD block is not valid JSON: %s", exc)
+            blocks.append(LdBlock(script.text))
+    return blocks
+
+
+def read_article_ld(tree: HtmlElement, blocks: list[LdBlock] | None = None) -> ArticleLD:
+    """The first article object's fields (a later article object fills what the first lacks).
+    ``blocks``: the page's ``ld_blocks``, when the caller has them already."""
+    found = ArticleLD()
+    for block in ld_blocks(tree) if blocks is None else blocks:
+        if not block.parsed:
             continue
-        for obj in _objects(data):
+        for obj in _objects(block.data):
             if not _is_article(obj):
                 continue
             found.headline = found.headline or _text(obj.get("headline")) or _text(obj.get("name"))
