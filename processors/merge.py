@@ -120,7 +120,8 @@ def pick_title(headlines: list[tuple[str, str]], feed: str | None, names: set[st
       only the site's name is no headline at all;
     * the feed's title wins unless it is empty, the site's name, cut short (ends in "…" and a
       page headline continues it) or a page headline plus an affix (a section, a kicker): then that
-      page headline wins; a site affix is cut off the feed's title too. When no page headline
+      page headline wins, unless another page headline states the feed's title word for word
+      (affix and all); a site affix is cut off the feed's title too. When no page headline
       agrees with the feed's title while at least two page headlines agree with each other, the
       page's headline wins (the feed carries a short or an older title);
     * else the page headline that the most page headlines agree with (the same words, or the same
@@ -141,10 +142,12 @@ def pick_title(headlines: list[tuple[str, str]], feed: str | None, names: set[st
                 if _key(text).startswith(stem) and len(_key(text)) > len(stem):
                     return text, f"page:{src}"
         feed = strip_site(feed, names)
+        if any(_key(text) == _key(feed) for _s, text in cands):
+            return feed, "feed"  # the page states it word for word, affix and all
         for src, text in cands:  # "Headline - Politics" in the feed, "Headline" on the page
             if _extends(feed, text):
                 return text, f"page:{src}"
-        if any(_key(text) == _key(feed) or _extends(text, feed, words=True) for _s, text in cands):
+        if any(_extends(text, feed, words=True) for _s, text in cands):
             return feed, "feed"  # the page says so too
         best, agreeing = _vote(cands)
         if agreeing < 2:  # the page's headlines do not agree either: the feed's stands

@@ -36,6 +36,8 @@ HEAD = "Lighthouse to be rebuilt after storm"
     ([("og:title", HEAD)], "Harbour Gazette", HEAD, "page:og:title"),
     ([("og:title", HEAD)], f"{HEAD} - Local news", HEAD, "page:og:title"),
     ([("og:title", HEAD)], f"Opinion | {HEAD}", HEAD, "page:og:title"),
+    ([("og:title", f"Opinion / {HEAD}"), ("h1", HEAD)], f"Opinion / {HEAD}", f"Opinion / {HEAD}", "feed"),  # the page says it too
+    ([("json-ld", HEAD), ("title", f"{HEAD} - Local news")], f"{HEAD} - Local news", f"{HEAD} - Local news", "feed"),
     ([("og:title", HEAD), ("h1", HEAD)], "Lighthouse vote", HEAD, "page:og:title"),  # the page agrees on another one
     ([("og:title", HEAD), ("h1", "Vote on the lighthouse")], "Lighthouse vote", "Lighthouse vote", "feed"),  # it does not
     ([("og:title", HEAD), ("h1", "Lighthouse vote")], "Lighthouse vote", "Lighthouse vote", "feed"),  # one tag says so too
