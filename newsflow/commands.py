@@ -88,7 +88,8 @@ def cmd_stop(args, settings: Settings) -> int:
 def cmd_status(args, settings: Settings) -> int:
     import time
 
-    from newsflow.status import collect, render, watch
+    from newsflow.status import collect
+    from newsflow.status_view import render, watch
 
     if args.json:
         while True:

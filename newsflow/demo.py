@@ -128,7 +128,8 @@ def progress_line(settings: Settings, pids: set[int | None], elapsed: float, doc
 def run_demo(settings: Settings, site: DemoSite, *, timeout_s: float, console: Console,
              query: str = "") -> int:
     """Run the stages until every demo article is indexed or ``timeout_s``; returns docs indexed."""
-    from newsflow.status import collect, render
+    from newsflow.status import collect
+    from newsflow.status_view import render
     from newsflow.supervisor import Supervisor
     from newsflow.topology import apply
 

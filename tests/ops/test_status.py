@@ -7,7 +7,8 @@ from rich.console import Console
 
 from newsflow.lag import PartitionLag
 from newsflow.settings import Settings
-from newsflow.status import collect, feed_health, parse_metrics, render, stage_numbers
+from newsflow.status import collect, feed_health, parse_metrics, stage_numbers
+from newsflow.status_view import render
 from tests.ops.helpers import closed_port
 
 METRICS = """\
