@@ -9,7 +9,7 @@ Writes are idempotent forever, without a search before a write:
 * ``version_type=external`` with ``processed_at`` in ms as the version: a re-processed article
   replaces the old one, an identical or older re-delivery is a 409, counted as a duplicate.
 
-Commit order (``ElasticsearchSink.deliver``), for one batch:
+Commit order (``ElasticsearchSink.write``), for one batch:
 
 1. dead letters of the transform (records that are not valid Articles) are sent to
    ``articles.dlq`` and acknowledged by Kafka;
@@ -23,7 +23,7 @@ Commit order (``ElasticsearchSink.deliver``), for one batch:
 If step 2 cannot finish (Elasticsearch down, or still pushing back after ``es_bulk_max_retries``),
 ``SinkUnavailable`` goes to the shared runner, which calls ``commit_durable`` (per partition, the
 offsets up to the first record that is neither acknowledged by Elasticsearch nor in the DLQ), then
-pauses the partitions, backs off while polling (no busy loop, group membership kept) and delivers
+pauses the partitions, backs off while polling (no busy loop, group membership kept) and writes
 again; the sink remembers what is durable and re-sends only the rest. So committed offsets never
 pass an unacknowledged record, nothing is lost, and since a revocation can only happen inside a
 poll, which always follows ``commit_durable``, a rebalance hands the new owner exactly the records
@@ -33,7 +33,7 @@ Under load (a full batch), steps 1-2 run in a background thread while the runner
 validates the next batch; step 3 for that batch happens when the next batch arrives (after its
 write was started) or, at the latest, before the runner's next poll once the write is done
 (``commit_ready``). The order per batch is unchanged: durable first, committed after. One batch at
-most is pending; a write that failed in the background surfaces on the next delivery as
+most is pending; a write that failed in the background surfaces on the next write as
 ``SinkUnavailable`` (pause, commit its durable prefix, retry). A rebalance during that window can hand
 the new owner the pending batch again: re-written as counted duplicates, never lost.
 """
@@ -62,19 +62,12 @@ from newsflow import metrics
 from newsflow.elastic import check_generation, current_generation, ensure_index, make_es, month_of
 from newsflow.kafka_io import make_member_consumer, make_producer
 from newsflow.liveness import DLQ_ACK_TIMEOUT_S
-from newsflow.runner import (
-    Batch,
-    DeadLetter,
-    Drop,
-    Out,
-    Quarantine,
-    SinkUnavailable,
-    StageRunner,
-    attempts_so_far,
-    send_dead_letters,
-)
 from newsflow.schema import Article, article_id
 from newsflow.settings import Settings
+from newsflow.stage.deadletters import attempts_so_far, send_dead_letters
+from newsflow.stage.outcomes import Batch, DeadLetter, Drop, Out, Quarantine, SinkUnavailable, Stage
+from newsflow.stage.runner import StageRunner
+from newsflow.stage.sinks import Sink
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +94,7 @@ def version_of(article: Article) -> int:
     return int(article.processed_at.timestamp() * 1000)
 
 
-class Indexer:
+class Indexer(Stage):
     """Pure transform: validate the enriched record and turn it into one bulk item."""
 
     name = "indexer"
@@ -207,7 +200,7 @@ def durable_offsets(batch: Batch, done: set[RecordKey]) -> dict[TopicPartition, 
     return out
 
 
-class ElasticsearchSink:
+class ElasticsearchSink(Sink):
     """Elasticsearch bulk writer. Commit order and failure handling: see the module docstring.
 
     ``generation=None`` (the live indexer) writes to the generation the read alias points at and
@@ -254,14 +247,14 @@ class ElasticsearchSink:
         return self._producer
 
     # --- the Sink protocol ------------------------------------------------------------------
-    def deliver(self, consumer: KafkaConsumer, batch: Batch) -> None:
+    def write(self, consumer: KafkaConsumer, batch: Batch) -> None:
         """Make ``batch`` durable and commit it; a full batch (the stream is behind) is written in
-        the background and committed later, see ``settle``. Raises SinkUnavailable, with nothing
+        the background and committed later, see ``finish_pending``. Raises SinkUnavailable, with nothing
         committed beyond what is durable, if this batch or the one before cannot be written."""
         self._consumer = consumer
         if self._writer is not None and len(batch.records) >= self.settings.batch_size:
             previous = self._pending
-            self.settle(consumer, commit=False)
+            self.finish_pending(consumer, commit=False)
             # Elasticsearch starts on this batch while the previous one is committed.
             self._pending, self._future = batch, self._writer.submit(self._make_durable, batch)
             self.counts["background"] += 1
@@ -272,12 +265,12 @@ class ElasticsearchSink:
                 except SinkUnavailable as exc:  # durable anyway; the next commit covers these partitions
                     log.warning("offset commit of a durable batch failed: %s", exc)
             return
-        self.settle(consumer)
+        self.finish_pending(consumer)
         self._make_durable(batch)
         self._commit(consumer, batch.offsets())
         self._done.clear()
 
-    def settle(self, consumer: KafkaConsumer, *, commit: bool = True) -> None:
+    def finish_pending(self, consumer: KafkaConsumer, *, commit: bool = True) -> None:
         """Wait for the batch written in the background (or write again what is not durable of it
         after a failure), then commit it (unless the caller does). Raises SinkUnavailable if it
         cannot be made durable."""
@@ -306,7 +299,7 @@ class ElasticsearchSink:
         if self._future is None and time.monotonic() < self._retry_at:
             return
         try:
-            self.settle(consumer)
+            self.finish_pending(consumer)
         except SinkUnavailable as exc:
             log.warning("background batch not durable yet, retrying in %.1fs: %s", self._retry_delay, exc)
             self.commit_durable(consumer, self._pending)
@@ -325,13 +318,13 @@ class ElasticsearchSink:
 
     def flush(self, consumer: KafkaConsumer) -> None:
         """Make everything delivered so far durable and committed (reindex before its alias swap)."""
-        self.settle(consumer)
+        self.finish_pending(consumer)
 
     def close(self) -> None:
         try:
             if self._pending is not None and self._consumer is not None:
                 try:
-                    self.settle(self._consumer)
+                    self.finish_pending(self._consumer)
                 except SinkUnavailable as exc:
                     log.warning("closing with a batch not durable, not committed (it will be re-read): %s", exc)
         finally:
@@ -419,7 +412,7 @@ class ElasticsearchSink:
                     info = next(iter(result.values()))
                     if str(info.get("_id")) != it.doc_id:  # pragma: no cover - streaming_bulk keeps order
                         raise RuntimeError(f"bulk answer for {info.get('_id')} where {it.doc_id} was expected")
-                    if self._settle(it, int(info.get("status", 500)), info.get("error"), generation, rejected):
+                    if self._account(it, int(info.get("status", 500)), info.get("error"), generation, rejected):
                         retry.append(it)
                         last_error = f"{info.get('status')} {error_text(info.get('error'))[1][:200]}"
             except (TransportError, ApiError) as exc:  # connection refused/timeout: ES is away
@@ -432,7 +425,7 @@ class ElasticsearchSink:
         raise SinkUnavailable(f"elasticsearch still rejects {len(pending)} items after "
                               f"{self.settings.es_bulk_max_retries} retries (last: {last_error})")
 
-    def _settle(self, it: BulkItem, status: int, error: Any, generation: str, rejected: list[DeadLetter]) -> bool:
+    def _account(self, it: BulkItem, status: int, error: Any, generation: str, rejected: list[DeadLetter]) -> bool:
         """Record one item's outcome; True if it must be retried."""
         outcome = classify(status, error)
         BULK_ITEMS.labels(outcome).inc()

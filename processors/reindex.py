@@ -44,8 +44,8 @@ from newsflow.elastic import (
     swap_alias,
 )
 from newsflow.kafka_io import make_admin, make_consumer
-from newsflow.runner import StageRunner
 from newsflow.settings import Settings
+from newsflow.stage.runner import StageRunner
 from processors.indexer import ElasticsearchSink, Indexer
 
 log = logging.getLogger(__name__)

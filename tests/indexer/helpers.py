@@ -17,9 +17,9 @@ from kafka import TopicPartition
 
 from newsflow.elastic import make_es
 from newsflow.kafka_io import make_consumer, make_producer
-from newsflow.runner import StageRunner
 from newsflow.schema import Article, Provenance, Quote, article_id
 from newsflow.settings import Settings
+from newsflow.stage.runner import StageRunner
 from processors.indexer import ElasticsearchSink, Indexer
 from tests.conftest import SEED
 

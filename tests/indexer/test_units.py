@@ -10,8 +10,8 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from newsflow.elastic import check_generation, generations, index_name, month_of, split_index
-from newsflow.runner import Batch, DeadLetter, Drop, Out, Quarantine
 from newsflow.search import Filters, build_aggs, build_query, build_sort, marked, parse_when
+from newsflow.stage.outcomes import Batch, DeadLetter, Drop, Out, Quarantine
 from processors.indexer import BulkItem, Indexer, classify, durable_offsets, error_text, record_key
 from tests.indexer.helpers import make_article
 

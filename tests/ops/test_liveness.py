@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from newsflow.liveness import FLOOR_S, MARGIN_S, stall_after_s, worst_batch_s
-from newsflow.runner import StageRunner
 from newsflow.settings import Settings
+from newsflow.stage.runner import StageRunner
 
 
 @pytest.mark.parametrize(("stage", "settings", "worst"), [
