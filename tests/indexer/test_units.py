@@ -69,7 +69,7 @@ def test_durable_offsets_stop_at_the_first_record_not_yet_durable():
 
 def test_dropped_records_count_as_durable():
     records = [rec(1), rec(2), rec(3)]
-    batch = Batch(records=records, outputs=[(records[2], Out(b"k", b"v"))], dropped=2)
+    batch = Batch(records=records, outputs=[(records[2], Out(b"k", b"v"))])  # records 1 and 2 were dropped
     assert durable_offsets(batch, set()) == {TopicPartition("t", 0): (3, "", -1)}
 
 
