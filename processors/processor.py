@@ -63,9 +63,6 @@ class Processor:
             raise outcome
         return self.finish(outcome)
 
-    def process_batch(self, records: list[ConsumerRecord]) -> list[Out | None | BaseException]:
-        return self.collect(self.submit(records))
-
     def submit(self, records: list[ConsumerRecord]) -> list[Future]:
         """Queue the batch in the extraction pool and return at once (runner's two-phase hook)."""
         return self.pool.submit([r.value for r in records])
