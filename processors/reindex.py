@@ -46,7 +46,8 @@ from newsflow.elastic import (
 from newsflow.kafka_io import make_admin, make_consumer
 from newsflow.settings import Settings
 from newsflow.stage.runner import StageRunner
-from processors.indexer import ElasticsearchSink, Indexer
+from processors.es_sink import ElasticsearchSink
+from processors.indexer import Indexer
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ retried in-process up to ``max_attempts``, counting the ``nf-attempts`` header o
 then dead-lettered). On shutdown the runner closes the sink, then the stage (``close``).
 
 Where the output goes, and in which order the work becomes durable, is the sink's job
-(``newsflow.stage.sinks``: ``TransactionalKafkaSink``; ``ElasticsearchSink`` in ``processors/indexer.py``).
+(``newsflow.stage.sinks``: ``TransactionalKafkaSink``; ``ElasticsearchSink`` in ``processors/es_sink.py``).
 A sink that cannot accept the batch raises ``SinkUnavailable``: the runner pauses its partitions,
 keeps the batch, backs off (still polling, so the consumer stays in its group) and retries.
 
