@@ -126,9 +126,7 @@ def drain(runner: StageRunner, ends: dict[TopicPartition, int], progress: Progre
             done = sum(max(0, min(positions[tp], ends[tp]) - starts[tp]) for tp in ends)
             progress(done, total)
         if (enough() or all(positions[tp] >= ends[tp] for tp in ends)) and not runner.pending:
-            flush = getattr(runner.sink, "flush", None)
-            if flush is not None:
-                flush(consumer)  # the indexer's last batch may still be written in the background
+            runner.sink.flush(consumer)  # the indexer's last batch may still be written in the background
             return consumed
 
 

@@ -1,20 +1,16 @@
 """The one stage runner: consume loop, batching, retries, dead letters, commits and shutdown.
 
 A stage is a small object with a pure transform (``Stage``); what ``process`` may return or raise is
-in ``newsflow.stage.outcomes`` (an ``Out``, None, ``Drop``, ``Quarantine``, or any other exception:
-retried in-process up to ``max_attempts``, counting the ``nf-attempts`` header of replayed records,
-then dead-lettered). On shutdown the runner closes the sink, then the stage (``close``).
-
-Where the output goes, and in which order the work becomes durable, is the sink's job
-(``newsflow.stage.sinks``: ``TransactionalKafkaSink``; ``ElasticsearchSink`` in ``processors/es_sink.py``).
-A sink that cannot accept the batch raises ``SinkUnavailable``: the runner pauses its partitions,
-keeps the batch, backs off (still polling, so the consumer stays in its group) and retries.
+in ``newsflow.stage.outcomes`` (any exception but ``Drop``/``Quarantine`` is retried in-process up to
+``max_attempts``, counting the ``nf-attempts`` of replayed records, then dead-lettered). Where the
+output goes, and in which order it becomes durable, is the sink's job (``newsflow.stage.sinks``). A
+sink that cannot take the batch raises ``SinkUnavailable``: the runner pauses its partitions, keeps
+the batch, backs off (still polling, so the consumer stays in its group) and retries.
 
 **One batch ahead (two-phase stages).** A stage whose work runs elsewhere (the processor's
 extraction pool) implements ``TwoPhaseStage``: ``submit(records) -> handle``, ``collect(handle) ->
 outcomes`` (one per record, in order: an ``Out``, None, or the exception ``process`` would have
-raised) and ``abandon(handle)`` (the outcomes will never be collected: free the workers). The runner
-then keeps the workers busy while a batch is handed over. Each step, in this order:
+raised) and ``abandon(handle)`` (never to be collected: free the workers). Each step, in this order:
 
 1. poll batch N+1;
 2. submit batch N+1 (it queues behind batch N's remaining work);
@@ -26,12 +22,11 @@ up the records of those partitions in both batches, N and N+1, and rewinds a par
 back to this consumer to the first record given up (``_take_revoked``). A one-batch stage does the
 same with its batch when a back-pressure poll revokes partitions.
 
-So at most one batch is in flight ahead, and nothing is committed ahead of its write: batch N+1's
-offsets are committed only with batch N+1's outputs, after batch N's. If batch N is not written
-(given up on shutdown, or an error), batch N+1 is abandoned, never written; on stop the runner
-finishes the step under way and abandons the batch ahead, uncommitted, so the partitions' next
-owner reads it again. ``step()`` returns the number of records it handed over (or gave up). Stages
-that are not two-phase run one batch at a time: poll, transform, hand over.
+So nothing is committed ahead of its write: batch N+1's offsets are committed only with its own
+outputs, after batch N's. If batch N is not written (given up on shutdown, or an error), batch N+1
+is abandoned; on stop the runner finishes the step under way and abandons the batch ahead,
+uncommitted, so the partitions' next owner reads it again. ``step()`` returns the number of records
+it handed over (or gave up). Other stages run one batch at a time: poll, transform, hand over.
 """
 
 from __future__ import annotations

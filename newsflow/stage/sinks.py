@@ -38,6 +38,9 @@ class Sink(Protocol):
     def commit_ready(self, consumer: KafkaConsumer) -> None:
         """Called before every poll: commit what has become durable in the background, without waiting."""
 
+    def flush(self, consumer: KafkaConsumer) -> None:
+        """Make everything written so far durable and committed, waiting for it (a job's last batch)."""
+
     def close(self) -> None: ...
 
 
