@@ -27,6 +27,10 @@ write was started) or, at the latest, before the runner's next poll once the wri
 most is pending; a write that failed in the background surfaces on the next write as
 ``SinkUnavailable`` (pause, commit its durable prefix, retry). A rebalance during that window can hand
 the new owner the pending batch again: re-written as counted duplicates, never lost.
+
+This is the sink's own "one batch ahead", beside the runner's (``TwoPhaseStage``, the processor's):
+there the *transform* runs ahead and each batch is written and committed in order, one transaction
+each; here the *write* runs ahead and a batch's commit follows it (``commit_ready``, ``flush``).
 """
 
 from __future__ import annotations
