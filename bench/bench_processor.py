@@ -152,14 +152,15 @@ def raw_loop(bodies: list[bytes], workers: int, with_metadata: bool = False) -> 
 
 # --- newsflow side -----------------------------------------------------------------------------------
 def transform_only(settings: Settings, values: list[bytes]) -> tuple[float, float]:
-    """(pages per second, per CPU second) through Processor.process_batch (pool + labels)."""
+    """(pages per second, per CPU second) through the runner's two-phase hooks, Processor.submit then
+    Processor.collect, one batch at a time (pool + labels)."""
     processor = Processor(settings, ExtractionPool(settings), None)
     try:
-        processor.process_batch(records(values[: settings.extract_workers * 2]))  # start and warm
+        processor.collect(processor.submit(records(values[: settings.extract_workers * 2])))  # start and warm
         recs = records(values)
         clock = Clock()
         for i in range(0, len(recs), settings.batch_size):
-            processor.process_batch(recs[i : i + settings.batch_size])
+            processor.collect(processor.submit(recs[i : i + settings.batch_size]))
         return clock.rates(len(recs))
     finally:
         processor.close()

@@ -51,8 +51,8 @@ if str(REPO) not in sys.path:
 import py3langid  # noqa: E402
 import trafilatura  # noqa: E402
 
-from newsflow.runner import Quarantine  # noqa: E402
 from newsflow.schema import FeedEntry, RawArticle, article_id  # noqa: E402
+from newsflow.stage.outcomes import Quarantine  # noqa: E402
 from processors.article import Limits, build_article, html_lang  # noqa: E402
 
 CORPUS = Path(os.environ.get("NEWSFLOW_CORPUS", REPO.parent / "shared" / "corpus"))

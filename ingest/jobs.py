@@ -44,9 +44,9 @@ from ingest.state import (
     on_feed, on_not_modified, on_redirects,
 )
 from ingest.urls import canonical_url
-from newsflow.runner import H_ATTEMPTS, H_ERROR, H_ERROR_CLASS, H_STAGE, H_TOPIC
 from newsflow.schema import FeedEntry, RawArticle, article_id
 from newsflow.settings import Settings
+from newsflow.stage.deadletters import build_headers
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +371,7 @@ class FeedJobs:
 
     def _dead(self, ref: EntryRef, aid: str, state: FeedState, first_seen: datetime, now: datetime, reason: str,
               message: str, raw: RawArticle | None = None) -> Record:
-        """A dead-letter record: the RawArticle without its body, headers as ``newsflow.runner`` writes them."""
+        """A dead-letter record: the RawArticle without its body, headers from ``newsflow.stage.deadletters``."""
         url = ref.page_url or ""
         meta = (raw or RawArticle(
             id=aid, url=url, canonical_url=canonical_url(url), canonical_from="link", final_url=url, feed_url=state.url,
@@ -379,13 +379,8 @@ class FeedJobs:
             fetched_at=now, first_seen_at=first_seen, status=0, body_b64="",
         )).model_copy(update={"body_b64": ""})
         log.warning("page dead-lettered: %s: %s", reason, message, extra={"article_id": aid})
-        return Record(self.settings.topic_dlq, aid.encode(), meta.to_bytes(), [
-            (H_STAGE, b"poller"),
-            (H_ERROR_CLASS, reason.encode()),
-            (H_ERROR, message.encode("utf-8", "replace")[:2000]),
-            (H_TOPIC, self.settings.topic_raw.encode()),
-            (H_ATTEMPTS, str(ref.attempts + 1).encode()),
-        ])
+        return Record(self.settings.topic_dlq, aid.encode(), meta.to_bytes(),
+                      build_headers("poller", reason, message, topic=self.settings.topic_raw, attempts=ref.attempts + 1))
 
     async def _fetch_robots(self, url: str) -> tuple[int, bytes]:
         try:

@@ -54,8 +54,9 @@ from ingest.store import (
     table_consumer, topic_is_empty,
 )
 from newsflow.kafka_io import make_consumer, make_producer
-from newsflow.runner import DeadLetter, send_dead_letters
 from newsflow.settings import Settings
+from newsflow.stage.deadletters import send_dead_letters
+from newsflow.stage.outcomes import DeadLetter
 from newsflow.topology import ensure_topics
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ from tld import get_fld
 from ingest.state import FeedDefinition, FeedState, utcnow
 from ingest.urls import bare_host, check_http_url, feed_id, host_of
 from newsflow.kafka_io import make_reader
-from newsflow.runner import DeadLetter
 from newsflow.settings import Settings
+from newsflow.stage.outcomes import DeadLetter
 
 log = logging.getLogger(__name__)
 

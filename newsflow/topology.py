@@ -36,7 +36,6 @@ class TopicSpec:
 class StageSpec:
     name: str
     source: str | None
-    sink: str
     group: str
 
 
@@ -76,9 +75,9 @@ def topics(s: Settings) -> list[TopicSpec]:
 
 def stages(s: Settings) -> list[StageSpec]:
     return [
-        StageSpec("poller", s.topic_feeds, s.topic_raw, s.group("poller")),
-        StageSpec("processor", s.topic_raw, s.topic_enriched, s.group("processor")),
-        StageSpec("indexer", s.topic_enriched, f"elasticsearch:{s.es_index}", s.group("indexer")),
+        StageSpec("poller", s.topic_feeds, s.group("poller")),
+        StageSpec("processor", s.topic_raw, s.group("processor")),
+        StageSpec("indexer", s.topic_enriched, s.group("indexer")),
     ]
 
 

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from newsflow.runner import Quarantine
 from newsflow.schema import Access, Article, Provenance, Quote, RawArticle, article_id
 from newsflow.settings import Settings
+from newsflow.stage.outcomes import Quarantine
 from processors.access import decide_access, read_signals
 from processors.clean import FIELD_BYTES, clean_field, clean_list, clean_text, truncate_bytes
 from processors.enrich.enricher import Enricher, Enrichment

@@ -202,7 +202,7 @@ def enrich_target(target: str, settings: Settings, *, force_html: bool = False):
 
 
 def cmd_enrich(args, settings: Settings) -> int:
-    from newsflow.runner import Quarantine
+    from newsflow.stage.outcomes import Quarantine
 
     try:
         article = enrich_target(args.target, settings, force_html=args.html)

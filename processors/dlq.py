@@ -1,30 +1,23 @@
 """The dead-letter topic: list what is in it, replay it to the topics the records came from.
 
-Every stage dead-letters through the runner with headers ``nf-stage``, ``nf-error-class``,
-``nf-error``, ``nf-topic``, ``nf-partition``, ``nf-offset`` and ``nf-attempts``.
+The dead-letter record itself (its ``nf-*`` headers, how to read one, what replaying it means per
+stage: ``replay_action``, resend / refetch / refuse) lives in ``newsflow.stage.deadletters``.
 
 The DLQ is a queue with one reader, the replay group ``<prefix>-dlq-replay``. Its committed
 offset divides the topic: records before it are *handled*, records from it on are *pending*.
 
-What replaying a record means depends on the stage that dead-lettered it; ``replay_action`` is the
-one place where that is decided:
-
-* **resend** (processor and indexer dead letters, whose value is the original record): back to
-  ``nf-topic`` with key, value and headers; the ``nf-*`` bookkeeping headers are dropped except
-  ``nf-attempts``, which is carried so the stage keeps counting attempts;
-* **refetch** (the poller's page dead letters: a RawArticle *without* its body): the page is fetched
-  again now through the poller's own ``FeedJobs.page`` (robots.txt, SSRF guard, caps, per-host
-  limits), keeping the dead letter's ``first_seen_at``. A page that comes back is sent to
-  ``topic_raw``; a page that is dead again is re-appended as its *new* dead letter (new reason,
-  ``nf-attempts`` + 1); a temporary failure or a robots.txt skip re-appends the original;
-* **refuse** (feed-table poison, records with no original topic, poller records that are not a
-  page): re-appended as they are, with the reason reported. A replay never writes into a feed table.
+A **refetch** goes through the poller's own ``FeedJobs.page`` (robots.txt, SSRF guard, caps, per-host
+limits), keeping the dead letter's ``first_seen_at``. A page that comes back is sent to ``topic_raw``;
+a page that is dead again is re-appended as its *new* dead letter (new reason, ``nf-attempts`` + 1); a
+temporary failure or a robots.txt skip re-appends the original. A replay never writes into a feed table.
 
 ``replay`` takes the pending records present when it starts and, per batch:
 
 0. fetches the batch's pages again (before the transaction: HTTP is slow, a transaction stays short);
-1. in ONE Kafka transaction (transactional id = the replay group, so two replays fence each other),
-   sends what each record's action produced (resent record, refetched page or new dead letter);
+1. in ONE Kafka transaction (``newsflow.stage.sinks.KafkaTransactions``, the stages' own, with their
+   recovery from a lost transaction; transactional id = the replay group, so two replays fence each
+   other: a fenced replay stops), sends what each record's action produced (resent record, refetched
+   page or new dead letter);
 2. re-appends each record that does not match the filters, is refused, or could not be fetched now
    to the DLQ, so it stays pending for a later replay;
 3. commits the replay group's offset past the batch (``send_offsets_to_transaction``).
@@ -42,19 +35,20 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from pydantic import ValidationError
 
-from newsflow.kafka_io import make_consumer, make_producer
-from newsflow.runner import (
-    H_ATTEMPTS, H_ERROR, H_ERROR_CLASS, H_OFFSET, H_PARTITION, H_STAGE, H_TOPIC, header,
-)
+from newsflow.kafka_io import make_consumer
 from newsflow.schema import RawArticle
 from newsflow.settings import Settings
+from newsflow.stage.deadletters import (
+    H_ERROR_CLASS, H_STAGE, Action, DeadRecord, Refetch, Refuse, Resend, dead_again_headers, header_text, replay_action,
+    replay_headers,
+)
+from newsflow.stage.outcomes import SinkUnavailable
+from newsflow.stage.sinks import KafkaTransactions
 
 if TYPE_CHECKING:
     from ingest.jobs import FeedJobs, Record
@@ -62,60 +56,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_BOOKKEEPING = {H_STAGE, H_ERROR_CLASS, H_ERROR, H_TOPIC, H_PARTITION, H_OFFSET}
 _IDLE_POLLS = 4
+_TXN_TRIES = 6  # a replay's transaction is tried again across a broker restart (15 s of back-off in all)
 
 
 def replay_group(settings: Settings) -> str:
     return settings.group("dlq-replay")
-
-
-def _text(record: ConsumerRecord, name: str) -> str | None:
-    value = header(record, name)
-    return value.decode("utf-8", "replace") if value is not None else None
-
-
-def _int(record: ConsumerRecord, name: str) -> int | None:
-    value = _text(record, name)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True)
-class DeadRecord:
-    """One DLQ record, as ``dlq list`` shows it."""
-
-    partition: int
-    offset: int
-    timestamp: datetime | None
-    stage: str | None
-    error_class: str | None
-    message: str | None
-    topic: str | None
-    original_partition: int | None
-    original_offset: int | None
-    attempts: int
-    key: str | None
-    value_bytes: int
-
-    @classmethod
-    def of(cls, record: ConsumerRecord) -> DeadRecord:
-        ts = datetime.fromtimestamp(record.timestamp / 1000, tz=UTC) if record.timestamp and record.timestamp > 0 else None
-        return cls(
-            partition=record.partition, offset=record.offset, timestamp=ts,
-            stage=_text(record, H_STAGE), error_class=_text(record, H_ERROR_CLASS), message=_text(record, H_ERROR),
-            topic=_text(record, H_TOPIC), original_partition=_int(record, H_PARTITION),
-            original_offset=_int(record, H_OFFSET), attempts=_int(record, H_ATTEMPTS) or 0,
-            key=record.key.decode("utf-8", "replace") if record.key else None,
-            value_bytes=len(record.value or b""),
-        )
-
-    def as_json(self) -> dict:
-        out = self.__dict__.copy()
-        out["timestamp"] = self.timestamp.isoformat() if self.timestamp else None
-        return out
 
 
 @dataclass(frozen=True)
@@ -124,75 +70,9 @@ class Filters:
     reasons: tuple[str, ...] = ()
 
     def match(self, record: ConsumerRecord) -> bool:
-        if self.stages and _text(record, H_STAGE) not in self.stages:
+        if self.stages and header_text(record, H_STAGE) not in self.stages:
             return False
-        return not (self.reasons and _text(record, H_ERROR_CLASS) not in self.reasons)
-
-
-def replay_headers(record: ConsumerRecord) -> list[tuple[str, bytes]]:
-    """The record's own headers plus ``nf-attempts``; the DLQ bookkeeping is dropped."""
-    return [(k, v) for k, v in (record.headers or ()) if k not in _BOOKKEEPING]
-
-
-# --- what a replay does with one dead letter ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Resend:
-    """Send the record back to ``topic`` as it is: its value is the original record."""
-
-    topic: str
-
-
-@dataclass(frozen=True)
-class Refetch:
-    """Fetch the page of a poller page dead letter again (``page`` is the dead letter, without body)."""
-
-    page: RawArticle
-
-
-@dataclass(frozen=True)
-class Refuse:
-    """Sent nowhere: the record stays pending, and ``why`` is reported."""
-
-    why: str
-
-
-Action = Resend | Refetch | Refuse
-
-FEED_TABLE_POISON = ("feed-table poison records (a replay never writes into a feed table; fix the feed with "
-                     "`newsflow feeds add URL`, the poller rebuilds its state)")
-NO_TOPIC = "records without an original topic (no nf-topic header): nowhere to send them"
-
-
-def replay_action(record: ConsumerRecord, settings: Settings) -> Action:
-    """The replay rules, per stage, in order:
-
-    ===========================================================  ==========================================
-    dead letter                                                  action
-    ===========================================================  ==========================================
-    ``nf-topic`` empty or absent                                 refuse (``NO_TOPIC``)
-    ``nf-topic`` is a feed table (any stage)                     refuse (``FEED_TABLE_POISON``)
-    poller, ``nf-topic`` = ``topic_raw``, RawArticle, no body    refetch the page
-    poller, ``nf-topic`` = ``topic_raw``, RawArticle with body   resend
-    poller, anything else                                        refuse
-    processor, indexer, any other stage                          resend (the value is the original record)
-    ===========================================================  ==========================================
-    """
-    target = _text(record, H_TOPIC)
-    if not target:
-        return Refuse(NO_TOPIC)
-    if target in (settings.topic_feeds, settings.topic_feed_state):
-        return Refuse(FEED_TABLE_POISON)
-    if _text(record, H_STAGE) != "poller":
-        return Resend(target)
-    if target != settings.topic_raw:
-        return Refuse(f"poller records for {target} (the poller dead-letters only pages and feed-table poison)")
-    try:
-        page = RawArticle.from_bytes(record.value or b"")
-    except ValidationError:
-        return Refuse("poller page dead letters that are not a RawArticle (nothing to fetch again)")
-    return Refetch(page) if not page.body_b64 else Resend(target)
+        return not (self.reasons and header_text(record, H_ERROR_CLASS) not in self.reasons)
 
 
 # --- the poller's page path, for Refetch ------------------------------------------------------------
@@ -363,8 +243,7 @@ def _outputs(rec: ConsumerRecord, action: Action | None, fetched, settings: Sett
         result.refetched += 1
         return [(record.topic, record.key, record.value, list(record.headers))]
     if record is not None and record.topic == settings.topic_dlq:
-        attempts = str((_int(rec, H_ATTEMPTS) or 0) + 1).encode()
-        headers = [(k, v) for k, v in record.headers if k != H_ATTEMPTS] + [(H_ATTEMPTS, attempts)]
+        headers = dead_again_headers(rec, record.headers)
         reason = dict(record.headers).get(H_ERROR_CLASS, b"?").decode("utf-8", "replace")
         result.still_dead[reason] += 1
         return [(record.topic, record.key, record.value, headers)]
@@ -373,14 +252,35 @@ def _outputs(rec: ConsumerRecord, action: Action | None, fetched, settings: Sett
     return [again]
 
 
+def _transact(txn: KafkaTransactions, consumer: KafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata],
+              sends: list[Out], group: str) -> None:
+    """Steps 1-3 for one batch, in one transaction; a transaction that could not commit (broker away,
+    answer lost: ``SinkUnavailable``) is tried again with back-off, up to ``_TXN_TRIES`` times."""
+    def write(producer) -> None:
+        for topic, key, value, headers in sends:
+            producer.send(topic, key=key, value=value, headers=headers)
+
+    delay = 0.5
+    for tries in range(1, _TXN_TRIES + 1):
+        try:
+            txn.transact(consumer, offsets, write, group_metadata=group)
+            return
+        except SinkUnavailable as exc:
+            if tries == _TXN_TRIES:
+                raise
+            log.warning("dlq replay: transaction not committed (%s), trying again in %.1fs", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
 def replay(settings: Settings, *, filters: Filters = Filters(), limit: int | None = None,
            progress: Callable[[int, int], None] | None = None) -> ReplayResult:
     """Replay pending DLQ records, each as ``replay_action`` says (see the module docstring).
     ``limit`` bounds the records resent or refetched (refused and unmatched ones do not count).
     ``progress(done, total)`` is called after every committed batch."""
     group = replay_group(settings)
-    producer = make_producer(settings, transactional_id=group)
-    producer.init_transactions()  # fences any other replay before we read the committed offsets
+    # Fences any other replay before we read the committed offsets; a replay that is fenced stops.
+    txn = KafkaTransactions(settings, "dlq-replay", group, renew_when_fenced=False)
     consumer = make_consumer(settings, group)
     refetcher = _Refetcher(settings)
     result = ReplayResult()
@@ -405,24 +305,18 @@ def replay(settings: Settings, *, filters: Filters = Filters(), limit: int | Non
                 plan.append((rec, action))
             # 0. the pages, before the transaction opens
             fetched = iter(refetcher.fetch([a.page for _r, a in plan if isinstance(a, Refetch)]))
+            sends: list[Out] = []
             offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-            producer.begin_transaction()
-            try:
-                for rec, action in plan:
-                    page = next(fetched) if isinstance(action, Refetch) else None
-                    for topic, key, value, headers in _outputs(rec, action, page, settings, result):
-                        producer.send(topic, key=key, value=value, headers=headers)
-                    offsets[TopicPartition(rec.topic, rec.partition)] = OffsetAndMetadata(rec.offset + 1, "", -1)
-                    done += 1
-                producer.send_offsets_to_transaction(offsets, group)
-                producer.commit_transaction()
-            except BaseException:
-                producer.abort_transaction()
-                raise
+            for rec, action in plan:
+                page = next(fetched) if isinstance(action, Refetch) else None
+                sends += _outputs(rec, action, page, settings, result)
+                offsets[TopicPartition(rec.topic, rec.partition)] = OffsetAndMetadata(rec.offset + 1, "", -1)
+            _transact(txn, consumer, offsets, sends, group)
+            done += len(plan)
             if progress:
                 progress(done, total)
         return result
     finally:
         refetcher.close()
         consumer.close(autocommit=False)
-        producer.close(timeout=10)
+        txn.close()

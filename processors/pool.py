@@ -40,9 +40,9 @@ from pydantic import ValidationError
 
 from newsflow import metrics
 from newsflow.logs import article_context, configure_logging
-from newsflow.runner import Drop, Quarantine
 from newsflow.schema import RawArticle
 from newsflow.settings import Settings
+from newsflow.stage.outcomes import Drop, Quarantine
 from processors.article import Built, Limits, build_article
 
 log = logging.getLogger(__name__)

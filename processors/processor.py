@@ -3,7 +3,7 @@
 Per batch: the records go to the extraction pool all at once (``processors/pool.py``: workers,
 timeouts, size and memory guards); each result then gets its story label here, in record order,
 from the recent-articles window (``processors/enrich/stories.py``), and becomes one ``Out``.
-The stage is two-phase (``submit``/``collect``/``abandon``, see ``newsflow/runner.py``): the runner
+The stage is two-phase (``submit``/``collect``/``abandon``, see ``newsflow/stage/runner.py``): the runner
 submits the next batch before it collects and delivers this one, so the workers do not wait on
 the last pages of a batch or on its transaction. Batches are collected in order, so story labels
 are given in record order across batches too.
@@ -30,9 +30,11 @@ from pydantic import ValidationError
 
 from newsflow.kafka_io import make_consumer, make_member_consumer
 from newsflow.liveness import stall_after_s
-from newsflow.runner import Out, StageRunner, TransactionalKafkaSink
 from newsflow.schema import Article
 from newsflow.settings import Settings
+from newsflow.stage.outcomes import Out
+from newsflow.stage.runner import StageRunner
+from newsflow.stage.sinks import TransactionalKafkaSink
 from processors.enrich.stories import NEAR_DUP, SAME_TOPIC, StoryIndex, decode_signature, topic_set
 from processors.pool import ExtractionPool, WorkerResult
 
@@ -60,9 +62,6 @@ class Processor:
         if isinstance(outcome, BaseException):
             raise outcome
         return self.finish(outcome)
-
-    def process_batch(self, records: list[ConsumerRecord]) -> list[Out | None | BaseException]:
-        return self.collect(self.submit(records))
 
     def submit(self, records: list[ConsumerRecord]) -> list[Future]:
         """Queue the batch in the extraction pool and return at once (runner's two-phase hook)."""

@@ -44,9 +44,10 @@ from newsflow.elastic import (
     swap_alias,
 )
 from newsflow.kafka_io import make_admin, make_consumer
-from newsflow.runner import StageRunner
 from newsflow.settings import Settings
-from processors.indexer import ElasticsearchSink, Indexer
+from newsflow.stage.runner import StageRunner
+from processors.es_sink import ElasticsearchSink
+from processors.indexer import Indexer
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,7 @@ def drain(runner: StageRunner, ends: dict[TopicPartition, int], progress: Progre
             done = sum(max(0, min(positions[tp], ends[tp]) - starts[tp]) for tp in ends)
             progress(done, total)
         if (enough() or all(positions[tp] >= ends[tp] for tp in ends)) and not runner.pending:
-            flush = getattr(runner.sink, "flush", None)
-            if flush is not None:
-                flush(consumer)  # the indexer's last batch may still be written in the background
+            runner.sink.flush(consumer)  # the indexer's last batch may still be written in the background
             return consumed
 
 

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from newsflow.schema import Article
-from processors.dlq import DeadRecord
+from newsflow.stage.deadletters import DeadRecord
 
 TEXT_PREVIEW = 600
 

@@ -36,9 +36,11 @@ from pydantic import ValidationError
 
 from ingest.urls import bare_host
 from newsflow.kafka_io import make_consumer
-from newsflow.runner import Batch, Drop, Out, StageRunner, TransactionalKafkaSink
 from newsflow.schema import RawArticle
 from newsflow.settings import Settings
+from newsflow.stage.outcomes import Batch, Drop, Out
+from newsflow.stage.runner import StageRunner
+from newsflow.stage.sinks import TransactionalKafkaSink
 from processors.enrich.stories import StoryIndex
 from processors.pool import ExtractionPool
 from processors.processor import Processor, max_poll_interval_ms, seed_story_window
@@ -136,8 +138,8 @@ class CountingSink(TransactionalKafkaSink):
         super().__init__(*args, **kwargs)
         self.counts: Counter[str] = Counter()
 
-    def deliver(self, consumer: KafkaConsumer, batch: Batch) -> None:
-        super().deliver(consumer, batch)
+    def write(self, consumer: KafkaConsumer, batch: Batch) -> None:
+        super().write(consumer, batch)
         self.counts.update(reprocessed=len(batch.outputs), dead_letters=len(batch.dead),
                            skipped=len(batch.records) - len(batch.outputs) - len(batch.dead))
 

@@ -17,10 +17,11 @@ from kafka import TopicPartition
 
 from newsflow.elastic import make_es
 from newsflow.kafka_io import make_consumer, make_producer
-from newsflow.runner import StageRunner
 from newsflow.schema import Article, Provenance, Quote, article_id
 from newsflow.settings import Settings
-from processors.indexer import ElasticsearchSink, Indexer
+from newsflow.stage.runner import StageRunner
+from processors.es_sink import ElasticsearchSink
+from processors.indexer import Indexer
 from tests.conftest import SEED
 
 T0 = datetime(2024, 3, 31, 22, 0, tzinfo=UTC)

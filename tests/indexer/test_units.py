@@ -10,9 +10,10 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from newsflow.elastic import check_generation, generations, index_name, month_of, split_index
-from newsflow.runner import Batch, DeadLetter, Drop, Out, Quarantine
 from newsflow.search import Filters, build_aggs, build_query, build_sort, marked, parse_when
-from processors.indexer import BulkItem, Indexer, classify, durable_offsets, error_text, record_key
+from newsflow.stage.outcomes import Batch, DeadLetter, Drop, Out, Quarantine
+from processors.es_bulk import BulkItem, classify, durable_offsets, error_text, record_key
+from processors.indexer import Indexer
 from tests.indexer.helpers import make_article
 
 
@@ -69,15 +70,15 @@ def test_durable_offsets_stop_at_the_first_record_not_yet_durable():
 
 def test_dropped_records_count_as_durable():
     records = [rec(1), rec(2), rec(3)]
-    batch = Batch(records=records, outputs=[(records[2], Out(b"k", b"v"))], dropped=2)
+    batch = Batch(records=records, outputs=[(records[2], Out(b"k", b"v"))])  # records 1 and 2 were dropped
     assert durable_offsets(batch, set()) == {TopicPartition("t", 0): (3, "", -1)}
 
 
 # --- the transform -------------------------------------------------------------------------------
 def test_indexer_turns_an_article_into_one_bulk_item():
     a = make_article(first_seen_at=datetime(2024, 3, 31, 23, 30, tzinfo=timezone(timedelta(hours=-2))))
-    out = Indexer().process(rec(0, a.to_bytes()))
-    item = BulkItem.from_output(rec(0), out)
+    item = out = Indexer().process(rec(0, a.to_bytes()))
+    assert isinstance(item, BulkItem)  # typed: the sink writes it as it is
     assert out.key == a.id.encode()
     assert item.month == "2024.04"  # the UTC month of first_seen_at
     assert item.version == int(a.processed_at.timestamp() * 1000)

@@ -13,7 +13,7 @@ from ingest.netguard import StubResolver
 from ingest.poller import Poller
 from ingest.store import definition_for, home_partition, load_catalog, put_definition
 from newsflow.kafka_io import make_producer
-from newsflow.runner import H_ERROR, H_ERROR_CLASS, H_STAGE, H_TOPIC
+from newsflow.stage.deadletters import H_ERROR, H_ERROR_CLASS, H_STAGE, H_TOPIC
 from tests.ingest.kafka_helpers import Background, raw_articles, records, state_of, wait_for
 from tests.support import hostile
 from tests.support.feeds import rss

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from newsflow.liveness import FLOOR_S, MARGIN_S, stall_after_s, worst_batch_s
-from newsflow.runner import StageRunner
 from newsflow.settings import Settings
+from newsflow.stage.runner import StageRunner
 
 
 @pytest.mark.parametrize(("stage", "settings", "worst"), [
@@ -46,5 +46,5 @@ def test_the_sink_heartbeat_counts_as_progress():
     now = time.monotonic()
     runner = SimpleNamespace(last_progress=now - 1000, sink=SimpleNamespace(last_progress=now - 5))
     assert StageRunner.progress_age(runner) < 10
-    runner.sink = SimpleNamespace()  # a sink without a heartbeat: the main loop's alone
+    runner.sink = SimpleNamespace(last_progress=None)  # a sink without a heartbeat (Sink's default): the main loop's alone
     assert StageRunner.progress_age(runner) >= 1000

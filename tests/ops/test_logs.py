@@ -68,7 +68,7 @@ def test_library_chatter_below_warning_is_silenced_at_info():
     out = io.StringIO()
     configure_logging(Settings(log_format="json", log_level="INFO"), stream=out)
     logging.getLogger("kafka.client").info("bootstrapping")
-    logging.getLogger("newsflow.runner").info("ours")
+    logging.getLogger("newsflow.stage.runner").info("ours")
     assert [r["event"] for r in lines(out)] == ["ours"]
 
 

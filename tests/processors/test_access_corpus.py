@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from newsflow.runner import Quarantine
 from newsflow.schema import RawArticle, article_id
 from newsflow.settings import REPO_ROOT
+from newsflow.stage.outcomes import Quarantine
 from processors.article import Limits, build_article
 from tests.conftest import CORPUS
 

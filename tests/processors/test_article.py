@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from newsflow.runner import Quarantine
 from newsflow.schema import Article, FeedEntry, RawArticle, article_id
+from newsflow.stage.outcomes import Quarantine
 from processors.enrich.enricher import Enrichment
 from processors.article import Limits, build_article, build_from_text, reading_time_s, split_date_line
 from processors.extract import BASELINE

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 import pytest
 import trafilatura
 
-from newsflow.runner import Quarantine
 from newsflow.schema import RawArticle, article_id
+from newsflow.stage.outcomes import Quarantine
 from processors.article import Limits, build_article
 from tests.conftest import CORPUS
 

@@ -12,10 +12,12 @@ from kafka.consumer.fetcher import ConsumerRecord
 from ingest.poller import Poller
 from ingest.store import definition_for, put_definition
 from newsflow.kafka_io import make_producer
-from newsflow.runner import H_STAGE, H_TOPIC
 from newsflow.schema import RawArticle
 from newsflow.settings import Settings
-from processors.dlq import FEED_TABLE_POISON, NO_TOPIC, Refetch, Refuse, Resend, list_dead, replay, replay_action
+from newsflow.stage.deadletters import (
+    FEED_TABLE_POISON, H_STAGE, H_TOPIC, NO_TOPIC, Refetch, Refuse, Resend, replay_action,
+)
+from processors.dlq import list_dead, replay
 from tests.processors.kafka_helpers import header_map, read_topic
 from tests.support import hostile
 from tests.support.feeds import rss

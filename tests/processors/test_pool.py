@@ -13,8 +13,8 @@ import pytest
 import structlog
 
 from newsflow.logs import configure_logging
-from newsflow.runner import Quarantine
 from newsflow.settings import Settings
+from newsflow.stage.outcomes import Quarantine
 from processors.pool import ExtractionPool, WorkerConfig, WorkerDied, WorkerResult
 from tests.processors.kafka_helpers import raw_record, synthetic_page
 from tests.processors.pages import slow_html

@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from ingest.poller import Poller
-from newsflow.runner import H_ATTEMPTS
 from newsflow.schema import Article
+from newsflow.stage.deadletters import H_ATTEMPTS
 from processors.dlq import Filters, list_dead, replay
 from processors.processor import make_runner
 from tests.processors.kafka_helpers import (

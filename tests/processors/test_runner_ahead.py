@@ -1,4 +1,4 @@
-"""The processor runs one batch ahead (``newsflow/runner.py``, two-phase stages): on the real local
+"""The processor runs one batch ahead (``newsflow/stage/runner.py``, two-phase stages): on the real local
 Kafka, a stop or a rebalance while a batch is ahead still gives every input exactly once."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 from kafka import TopicPartition
 
 from newsflow.kafka_io import make_consumer
-from newsflow.runner import StageRunner, TransactionalKafkaSink, _TransactionStuck
+from newsflow.stage.runner import StageRunner
+from newsflow.stage.sinks import Sink, TransactionalKafkaSink, _TransactionStuck
 from processors.pool import ExtractionPool
 from processors.processor import Processor, make_runner
 from tests.processors.kafka_helpers import produce, raw_record, read_topic, synthetic_page
@@ -46,15 +47,15 @@ def step_until_delivered(runner: StageRunner) -> int:
     raise AssertionError("no batch delivered within 120 s")
 
 
-class StopAfterFirstDelivery:
+class StopAfterFirstDelivery(Sink):
     """The real sink; asks the runner to stop (as SIGTERM does) once it has delivered one batch."""
 
     def __init__(self, runner: StageRunner):
         self.sink, self.runner = runner.sink, runner
         self.delivered: list[int] = []
 
-    def deliver(self, consumer, batch) -> None:
-        self.sink.deliver(consumer, batch)
+    def write(self, consumer, batch) -> None:
+        self.sink.write(consumer, batch)
         self.delivered.append(len(batch.records))
         self.runner.stop()
 
@@ -67,7 +68,7 @@ def test_a_stop_with_a_batch_ahead_commits_only_what_was_delivered(make_settings
     ids = produce_raws(s)
     runner = make_runner(s)
     sink = runner.sink = StopAfterFirstDelivery(runner)
-    with caplog.at_level(logging.INFO, logger="newsflow.runner"):
+    with caplog.at_level(logging.INFO, logger="newsflow.stage.runner"):
         runner.run()
     [delivered] = sink.delivered
     assert "abandoned the batch ahead" in caplog.text  # the stop came with a batch in the pool

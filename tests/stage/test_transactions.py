@@ -1,0 +1,127 @@
+"""``KafkaTransactions`` (``newsflow.stage.sinks``), shared by the processor's sink and ``dlq replay``:
+commit order and recovery, on a fake transactional producer (no Kafka). The real broker restart is
+tests/processors/test_runner_ahead.py's and the chaos suite's."""
+
+from __future__ import annotations
+
+import pytest
+from kafka import OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaTimeoutError, ProducerFencedError
+
+from newsflow.settings import Settings
+from newsflow.stage import sinks
+from newsflow.stage.outcomes import SinkUnavailable
+from newsflow.stage.sinks import KafkaTransactions
+from tests.stage.fakes import FakeConsumer
+
+TP = TopicPartition("unit.raw", 0)
+OFFSETS = {TP: OffsetAndMetadata(5, "", -1)}
+
+
+class Answer:
+    def __init__(self, ok: bool = True):
+        self.ok = ok
+
+    def wait(self, timeout_ms=None) -> bool:
+        return self.ok
+
+
+class FakeProducer:
+    """Records what a transaction did; ``fail`` maps a step (send, offsets, commit) to an exception."""
+
+    def __init__(self, fail: dict[str, BaseException]):
+        self.fail, self.events = fail, []
+        self._sender = self
+        self._transaction_manager = self
+
+    def _step(self, name: str) -> None:
+        self.events.append(name)
+        if name in self.fail:
+            raise self.fail.pop(name)
+
+    def wakeup(self) -> None: ...
+    def init_transactions(self) -> None: self._step("init")
+    def begin_transaction(self) -> None: self._step("begin")
+    def abort_transaction(self) -> None: self._step("abort")
+    def close(self, timeout=None) -> None: self.events.append("close")
+
+    def send(self, topic, **kw) -> None:
+        self._step("send")
+
+    def send_offsets_to_transaction(self, offsets, group):
+        self._step("offsets")
+        self.events.append(("group", group))
+        return Answer()
+
+    def begin_commit(self):
+        self._step("commit")
+        return Answer()
+
+
+@pytest.fixture
+def producers(monkeypatch):
+    made: list[FakeProducer] = []
+    plans: list[dict] = []
+
+    def make_producer(settings, transactional_id=None):
+        made.append(FakeProducer(plans.pop(0) if plans else {}))
+        return made[-1]
+
+    monkeypatch.setattr(sinks, "make_producer", make_producer)
+    return made, plans
+
+
+def write(p) -> None:
+    p.send("out", key=b"k", value=b"v")
+
+
+def test_write_then_offsets_then_commit_in_one_transaction(producers):
+    made, _plans = producers
+    consumer = FakeConsumer(1)
+    consumer.group_metadata = lambda: "member-metadata"
+    txn = KafkaTransactions(Settings(), "unit", "tid")
+    assert txn.transact(consumer, OFFSETS, write) is True
+    assert made[0].events == ["init", "begin", "send", "offsets", ("group", "member-metadata"), "commit"]
+    txn.transact(consumer, OFFSETS, write, group_metadata="replay-group")  # dlq replay: a group id
+    assert ("group", "replay-group") in made[0].events
+
+
+def test_a_kafka_error_aborts_and_asks_to_be_tried_again(producers):
+    made, plans = producers
+    plans.append({"send": KafkaTimeoutError("broker away")})
+    txn = KafkaTransactions(Settings(), "unit", "tid")
+    with pytest.raises(SinkUnavailable):
+        txn.transact(FakeConsumer(1), OFFSETS, write)
+    assert made[0].events[-1] == "abort" and "commit" not in made[0].events and len(made) == 1
+
+
+def test_a_lost_commit_replaces_the_producer_and_a_committed_batch_is_not_written_twice(producers):
+    made, plans = producers
+    plans.append({"commit": ProducerFencedError()})  # the coordinator aborted it under us: fenced once
+    consumer = FakeConsumer(1)
+    consumer.group_metadata = lambda: "g"
+    txn = KafkaTransactions(Settings(), "unit", "tid")
+    with pytest.raises(SinkUnavailable):
+        txn.transact(consumer, OFFSETS, write)
+    assert len(made) == 2 and made[0].events[-1] == "close"  # replaced
+    consumer.committed_offsets[TP] = 5  # the lost transaction had in fact committed the batch
+    assert txn.transact(consumer, OFFSETS, write) is False
+    assert made[1].events == ["init"]  # nothing written again
+    assert txn.transact(consumer, {TP: OffsetAndMetadata(9, "", -1)}, write) is True  # the next batch is
+
+
+def test_a_second_fencing_is_fatal_and_with_renew_when_fenced_off_the_first_is(producers):
+    made, plans = producers
+    consumer = FakeConsumer(1)
+    consumer.group_metadata = lambda: "g"
+    plans += [{"commit": ProducerFencedError()}, {"commit": ProducerFencedError()}]
+    txn = KafkaTransactions(Settings(), "unit", "tid")
+    with pytest.raises(SinkUnavailable):
+        txn.transact(consumer, OFFSETS, write)
+    with pytest.raises(ProducerFencedError):  # fenced again within FENCE_WINDOW_S: another live producer
+        txn.transact(consumer, OFFSETS, write)
+    replay = KafkaTransactions(Settings(), "dlq-replay", "replay-group", renew_when_fenced=False)
+    made[-1].fail["commit"] = ProducerFencedError()  # the next replay took the id
+    with pytest.raises(ProducerFencedError):
+        replay.transact(consumer, OFFSETS, write, group_metadata="replay-group")
+    assert len(made) == 3  # not replaced: a fenced replay stops
