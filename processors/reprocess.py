@@ -36,13 +36,14 @@ from pydantic import ValidationError
 
 from ingest.urls import bare_host
 from newsflow.kafka_io import make_consumer
+from newsflow.partitions import end_offsets, unfinished
 from newsflow.runner import Batch, Drop, Out, StageRunner, TransactionalKafkaSink
 from newsflow.schema import RawArticle
 from newsflow.settings import Settings
 from processors.enrich.stories import StoryIndex
 from processors.pool import ExtractionPool
 from processors.processor import Processor, max_poll_interval_ms, seed_story_window
-from processors.reindex import Progress, committed_offsets, delete_group, drain, end_offsets
+from processors.reindex import Progress, committed_offsets, delete_group, drain
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def reprocess(settings: Settings, selection: Selection = Selection(), *, limit: 
                 counts(sink.counts)
 
         drain(runner, ends, report, enough=stage.enough)
-        finished = all(consumer.position(tp) >= end for tp, end in ends.items())
+        finished = not unfinished(consumer, ends)
     finally:
         runner.close()  # closes the sink, the consumer (leaves the group) and the pool
     if finished:
