@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ingest import state as S
+from ingest import transitions as T
 from ingest.fetch import Fetcher
 from ingest.jobs import FeedJobs
 from ingest.limits import Deadline
@@ -27,7 +28,7 @@ def definition(url: str) -> S.FeedDefinition:
 
 
 def job(settings, d: S.FeedDefinition, st: S.FeedState | None = None, *, resolver=None, deadline=None):
-    """Run one job and settle it as the poller would after a successful flush."""
+    """Run one job and record its page outcomes as the poller would after a successful flush."""
     async def main():
         backend = GuardedBackend(resolver, allow_loopback=settings.allow_private_addresses)
         fetcher = Fetcher(settings, backend=backend)
@@ -38,7 +39,7 @@ def job(settings, d: S.FeedDefinition, st: S.FeedState | None = None, *, resolve
             await fetcher.aclose()
     result = asyncio.run(main())
     delivered = {o.ref.key for o, rec in result.pages if rec is not None}
-    settled = S.settle(result.state, [o for o, _ in result.pages], delivered_ok=delivered,
+    settled = T.record_page_outcomes(result.state, [o for o, _ in result.pages], delivered_ok=delivered,
                        now=datetime.now(UTC), policy=S.Policy.from_settings(settings))
     return result, settled
 
@@ -165,7 +166,7 @@ def test_the_deadline_defers_work_instead_of_starting_it(site):
     res, st = job(local_settings(), d, deadline=expired)
     assert not res.polled and res.pages == [] and site.hits("/feed.xml") == 0
     parsed = parse_feed(site.routes["/feed.xml"].body, url=d.url, content_type=None, max_entries=5)
-    st0, _ = S.on_feed(S.new_state(d), parsed, body_hash="h", headers={}, status=200, now=datetime.now(UTC),
+    st0, _ = T.on_feed(S.new_state(d), parsed, body_hash="h", headers={}, status=200, now=datetime.now(UTC),
                        policy=S.Policy.from_settings(local_settings()), rand=0.0)
     res, st = job(local_settings(), d, st0, deadline=expired)
     assert res.deferred == 1 and site.hits("/a") == 0 and len(st.pending) == 1
@@ -197,7 +198,7 @@ def test_a_server_whose_etag_never_changes_gets_its_validators_ignored(site):
                          {"link": site.url("/a"), "guid": "a", "title": "a"}])
     res, st = job(local_settings(), d, st)  # 304: the change is hidden from a conditional GET...
     assert res.outcome == "not_modified"
-    for _ in range(S.VERIFY_EVERY):  # ... until the periodic unconditional GET
+    for _ in range(T.VERIFY_EVERY):  # ... until the periodic unconditional GET
         res, st = job(local_settings(), d, st)
     assert res.outcome == "new" and [r.url for r in raw_of(res)] == [site.url("/b")]
     assert st.validators_ignored and "ETag" in st.validators_note
