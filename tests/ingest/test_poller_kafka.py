@@ -9,6 +9,7 @@ from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
 
 from ingest import state as S
+from ingest import transitions as T
 from ingest.netguard import StubResolver
 from ingest.poller import Poller
 from ingest.store import definition_for, home_partition, load_catalog, put_definition
@@ -119,7 +120,7 @@ def test_oversized_pages_go_to_the_dead_letter_topic_and_nothing_crashes(site, t
     [dead] = records(settings, settings.topic_dlq)
     headers = dict(dead.headers)
     assert headers["nf-error-class"] == b"page_too_large" and headers["nf-stage"] == b"poller"
-    assert dead.key == S.page_article_id(S.EntryRef(key="k", version="v", page_url=site.url("/huge"))).encode()
+    assert dead.key == T.page_article_id(S.EntryRef(key="k", version="v", page_url=site.url("/huge"))).encode()
     assert [r.url for r in raw_articles(settings)] == [site.url("/ok")]
     assert not state_of(settings, site.url("/feed.xml")).pending
 
@@ -128,7 +129,7 @@ def test_a_consistent_permanent_redirect_updates_the_stored_feed_url(site, tmp_p
     site.add("/new.xml", rss("S", pages(site, "a")), content_type="application/rss+xml")
     hostile.install_redirect_chain(site, "/old.xml", [301], "/new.xml")
     settings = make_settings(feeds_file=feeds_file(tmp_path, site.url("/old.xml")))
-    for _ in range(S.PERMANENT_REDIRECT_POLLS):
+    for _ in range(T.PERMANENT_REDIRECT_POLLS):
         Poller(settings).run(once=True, force=True)
     [(_p, d)] = load_catalog(settings)[0].values()
     assert (d.url, d.moved_from, d.added_url) == (site.url("/new.xml"), site.url("/old.xml"), site.url("/old.xml"))
@@ -143,7 +144,7 @@ def test_a_feed_added_while_the_poller_runs_is_polled(site, make_settings):
     settings = make_settings()
     bg = Background(Poller(settings)).start()
     try:
-        wait_for(lambda: bg.poller.ready, what="partitions loaded")
+        wait_for(lambda: bg.poller.table.ready, what="partitions loaded")
         producer = make_producer(settings)
         put_definition(producer, settings, definition_for(site.url("/feed.xml")))
         producer.flush()
@@ -179,8 +180,8 @@ def test_two_instances_never_fetch_the_same_feed_in_one_cycle(site, tmp_path, ma
         wait_for(lambda: a.poller.stats.polls >= n, what="cycle 1 by A alone")
         b = Background(Poller(settings.model_copy(update={"instance_id": settings.instance_id + "-b"}),
                               clock=lambda: now[0], resolver=SITES)).start()
-        wait_for(lambda: len(a.poller.ready) == 1 and len(b.poller.ready) == 1, what="one partition each")
-        assert sum(len(p.slots) for p in (a.poller, b.poller)) == n  # A re-read its partition whole
+        wait_for(lambda: len(a.poller.table.ready) == 1 and len(b.poller.table.ready) == 1, what="one partition each")
+        assert sum(len(p.table.slots) for p in (a.poller, b.poller)) == n  # A re-read its partition whole
         assert b.poller.stats.polls == 0 and feed_hits() == [1] * n
         polls_before = a.poller.stats.polls
         now[0] += timedelta(days=2)  # cycle 2: every feed is due again
@@ -250,11 +251,11 @@ def test_poison_written_while_the_poller_runs_reaches_the_dlq(site, tmp_path, ma
     site.add("/feed.xml", rss("S", pages(site, "a")), content_type="application/rss+xml")
     settings = make_settings(feeds_file=feeds_file(tmp_path, site.url("/feed.xml")))
     poller = Poller(settings)
-    poller.state_scan_s = 0.2
+    poller.table.state_scan_s = 0.2
     run = Background(poller).start()
     try:
         wait_for(lambda: site.hits("/a") == 1, what="the first poll")
-        partition = next(iter(poller.ready))
+        partition = next(iter(poller.table.ready))
         producer = make_producer(settings)
         producer.send(settings.topic_feeds, key=b"late-definition", value=b"\xfe\xff", partition=partition)
         producer.send(settings.topic_feed_state, key=b"late-state", value=b'{"url": 42}', partition=partition)
@@ -278,22 +279,22 @@ def test_foreign_state_the_owner_has_overwritten_is_left_alone(site, tmp_path, m
     settings = make_settings(feeds_file=feeds_file(tmp_path, url))
     fid = definition_for(url).id
     poller = Poller(settings)
-    poller.state_scan_s = 3600  # scans only when this test calls it
+    poller.table.state_scan_s = 3600  # scans only when this test calls it
     poller.start()
     try:
         def loaded() -> bool:
             poller.sync(200)
-            return fid in poller.slots and not poller.loading and poller._assignments.joined
+            return fid in poller.table.slots and poller.table.loaded
         wait_for(loaded, what="the feed's partition loaded")
         poller.run_batch(poller.pick(poller.clock(), force=True))
         assert site.hits("/a") == 1
         producer = make_producer(settings)
         producer.send(settings.topic_feed_state, key=fid.encode(), value=b"{not a state",
-                      partition=poller.slots[fid].partition)
+                      partition=poller.table.slots[fid].partition)
         producer.flush()
         producer.close()
         poller.run_batch(poller.pick(poller.clock(), force=True))  # the owner writes the feed's state again
-        poller.scan_state_tail()
+        poller.table.scan_state_tail()
         assert poller.stats.dead_lettered == 0
     finally:
         poller.close()
@@ -309,7 +310,7 @@ def test_the_feeds_of_one_site_share_a_partition_so_one_poller_sees_all_its_arti
     poller = Poller(settings)
     poller.start()
     try:
-        assert poller.seed() == 0  # start() seeded already: the topic is no longer empty
+        assert poller.table.seed() == 0  # start() seeded already: the topic is no longer empty
     finally:
         poller.close()
     defs = load_catalog(settings)[0]
