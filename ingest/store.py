@@ -9,7 +9,7 @@ sees every article of a site and fetches each once, whichever of the site's feed
 
 Poison. A record whose latest value is not a definition (or not a state) is dead-lettered to
 ``articles.dlq`` with its reason by the poller that owns its partition, then deleted from the table
-with a tombstone, so it is dead-lettered once, not on every re-read (``Poller.quarantine``).
+with a tombstone, so it is dead-lettered once, not on every re-read (``FeedTable.quarantine``).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def decode(record: ConsumerRecord, model: type[M]) -> M | DeadLetter:
 
 def decode_table(table: dict[str, ConsumerRecord], model: type[M]) -> tuple[dict[str, tuple[int, M]], list[DeadLetter]]:
     """(key -> (partition, value)) of the live keys, and the dead letters of the records that are not a
-    ``model`` (poison: the poller dead-letters them, see ``Poller.quarantine``)."""
+    ``model`` (poison: the poller dead-letters them, see ``FeedTable.quarantine``)."""
     good: dict[str, tuple[int, M]] = {}
     bad: list[DeadLetter] = []
     for k, r in table.items():
