@@ -36,7 +36,7 @@ from ingest.parse import EntryRef, NotAFeed, check_page_type, page_article_id
 from ingest.robots import ROBOTS_MAX_BYTES, RobotsCache, Verdict
 from ingest.schedule import error_kind
 from ingest.feed_poll import FeedPoll
-from ingest.state import FeedDefinition, FeedState, Policy, from_epoch
+from ingest.state import FeedDefinition, FeedState, from_epoch
 from ingest.transitions import PageOutcome, first_seen_for
 from ingest.urls import canonical_url
 from newsflow.runner import H_ATTEMPTS, H_ERROR, H_ERROR_CLASS, H_STAGE, H_TOPIC
@@ -75,12 +75,11 @@ class FeedJobs:
     def __init__(self, settings: Settings, fetcher: Fetcher, *, parse_executor: Executor | None,
                  clock: Callable[[], datetime], rand: Callable[[], float],
                  known_articles: dict[str, int] | None = None):
+        self.feeds = FeedPoll(settings, fetcher, parse_executor=parse_executor, clock=clock, rand=rand)
         self.settings = settings
         self.fetcher = fetcher
-        self.policy = Policy.from_settings(settings)
-        self.executor = parse_executor
         self.clock = clock
-        self.rand = rand
+        self.max_attempts = settings.max_attempts
         # identity prefixes (16 hex: article ids and entry-link ids) of pages this poller has fetched ->
         # first seen (epoch seconds); the poller fills it from its feeds' state and after each batch
         self.known_articles = known_articles if known_articles is not None else {}
@@ -88,7 +87,6 @@ class FeedJobs:
         self.batch_pages: dict[str, asyncio.Future] = {}
         self.robots = RobotsCache(self._fetch_robots, settings.user_agent,
                                   on_crawl_delay=fetcher.limiter.set_crawl_delay)
-        self.feeds = FeedPoll(settings, fetcher, parse_executor=parse_executor, clock=clock, rand=rand)
 
     # --- the job -------------------------------------------------------------------------------
     async def run(self, definition: FeedDefinition, state: FeedState, *, poll: bool, deadline: Deadline,
@@ -173,7 +171,7 @@ class FeedJobs:
         assert url is not None
         now = self.clock()
         first_seen = first_seen_for(state, ref, link_id, now, self.known_articles)
-        last_try = ref.attempts + 1 >= self.policy.max_attempts
+        last_try = ref.attempts + 1 >= self.max_attempts
 
         def outcome(result: str, reason: str, message: str = "", raw: RawArticle | None = None):
             record = None

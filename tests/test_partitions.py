@@ -27,50 +27,43 @@ def write(settings, topic: str, per_partition: int) -> None:
         producer.close(timeout=10)
 
 
+@pytest.fixture
+def reader(settings):
+    consumer = make_consumer(settings, None)
+    yield consumer
+    consumer.close(autocommit=False)
+
+
 def keys(batches) -> list[str]:
     return sorted(r.key.decode() for batch in batches for r in batch)
 
 
-def test_a_whole_topic_is_read_to_the_end_offsets_of_the_start(settings):
+def test_a_whole_topic_is_read_to_the_end_offsets_of_the_start(settings, reader):
     topic = settings.topic_feeds
     write(settings, topic, 3)
-    consumer = make_consumer(settings, None)
-    try:
-        tps = topic_partitions(consumer, topic)
-        assert [tp.partition for tp in tps] == [0, 1]
-        assert end_offsets(consumer, topic) == {tp: 3 for tp in tps}
-        got = read_from_beginning(consumer, tps, timeout_s=30)
-        first = next(got)
-        write(settings, topic, 2)  # written after the start: not part of the range
-        assert keys([first, *got]) == [f"{p}-{i}" for p in (0, 1) for i in range(3)]
-        assert not unfinished(consumer, {tp: 3 for tp in tps})
-    finally:
-        consumer.close(autocommit=False)
+    tps = topic_partitions(reader, topic)
+    assert [tp.partition for tp in tps] == [0, 1]
+    assert end_offsets(reader, topic) == {tp: 3 for tp in tps}
+    got = read_from_beginning(reader, tps, timeout_s=30)
+    first = next(got)
+    write(settings, topic, 2)  # written after the start: not part of the range
+    assert keys([first, *got]) == [f"{p}-{i}" for p in (0, 1) for i in range(3)]
+    assert not unfinished(reader, {tp: 3 for tp in tps})
 
 
-def test_a_range_starts_at_the_given_offsets_and_stops_before_the_given_ends(settings):
-    topic = settings.topic_feeds
-    write(settings, topic, 5)
-    consumer = make_consumer(settings, None)
-    try:
-        tp0, tp1 = topic_partitions(consumer, topic)
-        got = keys(read_range(consumer, {tp0: 2, tp1: 0}, {tp0: 4, tp1: 1}, timeout_s=30))
-        assert got == ["0-2", "0-3", "1-0"]
-    finally:
-        consumer.close(autocommit=False)
+def test_a_range_starts_at_the_given_offsets_and_stops_before_the_given_ends(settings, reader):
+    write(settings, settings.topic_feeds, 5)
+    tp0, tp1 = topic_partitions(reader, settings.topic_feeds)
+    assert keys(read_range(reader, {tp0: 2, tp1: 0}, {tp0: 4, tp1: 1}, timeout_s=30)) == ["0-2", "0-3", "1-0"]
 
 
-def test_a_range_that_cannot_reach_its_end_times_out_naming_the_partition(settings):
+def test_a_range_that_cannot_reach_its_end_times_out_naming_the_partition(settings, reader):
     topic = settings.topic_feeds
     write(settings, topic, 1)
-    consumer = make_consumer(settings, None)
-    try:
-        tp0, _tp1 = topic_partitions(consumer, topic)
-        with pytest.raises(RangeReadTimeout, match=re.escape(f"{topic}[0] at 1 of 5")):
-            keys(read_range(consumer, {tp0: 0}, {tp0: 5}, timeout_s=1))
-        assert keys(read_range(consumer, {tp0: 0}, {tp0: 5}, timeout_s=30, idle_polls=2)) == ["0-0"]  # stops quietly
-    finally:
-        consumer.close(autocommit=False)
+    tp0, _tp1 = topic_partitions(reader, topic)
+    with pytest.raises(RangeReadTimeout, match=re.escape(f"{topic}[0] at 1 of 5")):
+        keys(read_range(reader, {tp0: 0}, {tp0: 5}, timeout_s=1))
+    assert keys(read_range(reader, {tp0: 0}, {tp0: 5}, timeout_s=30, idle_polls=2)) == ["0-0"]  # stops quietly
 
 
 def test_a_group_starts_where_it_committed_else_at_the_beginning(settings):
