@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH_FEEDS = 2000  # feeds per batch: bounds the results (and producer buffers) held at once
 REDELIVERY_DELAY = timedelta(seconds=10)
 
-Batch = list[tuple[Slot, bool]]  # (slot, poll the feed?)
+FeedBatch = list[tuple[Slot, bool]]  # (slot, poll the feed?)
 
 
 @dataclass
@@ -172,7 +172,7 @@ class Poller:
 
     # --- batches ---------------------------------------------------------------------------------
     def pick(self, now: datetime, *, force: bool = False, polled: set[str] | None = None,
-             tried: dict[str, set[str]] | None = None) -> Batch:
+             tried: dict[str, set[str]] | None = None) -> FeedBatch:
         """The next batch: (slot, poll the feed?) for due feeds (most overdue first) and feeds whose pending
         pages are due. ``polled``/``tried`` (once mode) leave out feeds and pages already done in this run."""
         out: list[tuple[datetime, Slot, bool]] = []
@@ -187,7 +187,7 @@ class Poller:
         out.sort(key=lambda t: t[0])
         return [(slot, due) for _, slot, due in out[:MAX_BATCH_FEEDS]]
 
-    def run_batch(self, batch: Batch, tried: dict[str, set[str]] | None = None) -> list[JobResult]:
+    def run_batch(self, batch: FeedBatch, tried: dict[str, set[str]] | None = None) -> list[JobResult]:
         started = time.monotonic()
         self._deadline = Deadline.after(self.settings.poll_batch_s)
         if self._stop.is_set():
@@ -209,7 +209,7 @@ class Poller:
                  done - fetched)
         return results
 
-    async def _gather(self, batch: Batch, deadline: Deadline, tried: dict[str, set[str]]) -> list[JobResult]:
+    async def _gather(self, batch: FeedBatch, deadline: Deadline, tried: dict[str, set[str]]) -> list[JobResult]:
         jobs = [self.jobs.run(slot.definition, slot.state, poll=poll, deadline=deadline,
                               skip=frozenset(tried.get(slot.definition.id, ())))
                 for slot, poll in batch]
@@ -228,7 +228,7 @@ class Poller:
         return results
 
     # --- publishing a batch ----------------------------------------------------------------------
-    def publish_batch(self, batch: Batch, results: list[JobResult]) -> None:
+    def publish_batch(self, batch: FeedBatch, results: list[JobResult]) -> None:
         """Commit order: page records -> flush -> record page outcomes in the states -> states and moved
         definitions -> flush."""
         delivered = self._send_pages(results)
