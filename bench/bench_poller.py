@@ -133,6 +133,7 @@ def bench_settings(base: Settings, tag: str) -> Settings:
 def write_tables(s: Settings, n: int, port: int) -> None:
     """N definitions and their steady-state states (version 0 seen), co-partitioned."""
     from ingest import state as S
+    from ingest import transitions as T
     from ingest.parse import parse_feed
     from ingest.store import definition_for, put_definition, put_state
     from newsflow.kafka_io import make_producer
@@ -146,10 +147,10 @@ def write_tables(s: Settings, n: int, port: int) -> None:
             d = definition_for(url)
             body = feed_body(i, 0, port)
             parsed = parse_feed(body, url=url, content_type="application/rss+xml", max_entries=s.max_entries_per_feed)
-            st, fresh = S.on_feed(S.new_state(d), parsed, body_hash="steady", headers={"etag": f'"{i}-0"'},
+            st, fresh = T.on_feed(S.new_state(d), parsed, body_hash="steady", headers={"etag": f'"{i}-0"'},
                                   status=200, now=now, policy=policy, rand=0.5)
-            outcomes = [S.PageOutcome(r, "delivered", "ok", S.page_article_id(r), now) for r in fresh]
-            st = S.settle(st, outcomes, delivered_ok={r.key for r in fresh}, now=now, policy=policy)
+            outcomes = [T.PageOutcome(r, "delivered", "ok", T.page_article_id(r), now) for r in fresh]
+            st = T.record_page_outcomes(st, outcomes, delivered_ok={r.key for r in fresh}, now=now, policy=policy)
             partition = i % s.topic_partitions
             put_definition(producer, s, d, partition=partition)
             put_state(producer, s, st, partition)

@@ -18,7 +18,8 @@ from trafilatura.feeds import FeedParameters, determine_feed, is_potential_feed
 
 from ingest.decode import detect_charset
 from ingest.fetch import FetchError, Fetcher
-from ingest.jobs import FEED_ACCEPT, PAGE_ACCEPT
+from ingest.feed_poll import FEED_ACCEPT
+from ingest.jobs import PAGE_ACCEPT
 from ingest.netguard import Resolver
 from ingest.parse import NotAFeed, parse_feed
 from ingest.robots import ROBOTS_MAX_BYTES, parse_robots

@@ -1,7 +1,8 @@
-"""One feed's work in a batch: poll the feed, then fetch the pages of its pending entries.
+"""One feed's work in a batch: poll the feed (``ingest.feed_poll``), then fetch the pages of its pending entries.
 
-A job does I/O and returns what happened; it produces nothing and persists nothing. The poller
-(``ingest.poller``) sends the job's records, flushes, and only then settles and persists the state.
+A job does I/O and returns what happened (``JobResult``); it produces nothing and persists nothing. The
+poller (``ingest.poller``) sends the job's records, flushes, and only then records the page outcomes in
+the state (``ingest.transitions.record_page_outcomes``) and persists it.
 
 Pages: robots.txt (when ``respect_robots``), the same fetcher and per-host limiter as feeds, HTML only,
 charset determined (``RawArticle.charset``), final URL and useful headers kept. A page whose record
@@ -14,35 +15,29 @@ Identity: a fetched page's article id is ``article_id`` of the URL it is known b
 canonical URL when that is on the same site, else its final URL (``ingest.pagehead``). The entry's
 link gives a *link id* the same way before the fetch; both are remembered, and a page is fetched once
 per article across all feeds of this poller (``FeedJobs.page``).
-
-Sitemaps are polled as feeds are; a sitemap index's children are read in the same poll
-(``ingest.sitemap_index``), through the same fetcher, caps and per-host limiter.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from ingest import metrics
 from ingest.decode import detect_charset
 from ingest.limits import Deadline
-from ingest.fetch import Deferred, FetchError, Fetcher, Response
+from ingest.fetch import Deferred, FetchError, Fetcher
 from ingest.pagehead import page_identity
-from ingest.parse import EntryRef, NotAFeed, ParsedFeed, check_page_type, page_article_id, parse_feed
+from ingest.parse import EntryRef, NotAFeed, check_page_type, page_article_id
 from ingest.robots import ROBOTS_MAX_BYTES, RobotsCache, Verdict
 from ingest.schedule import error_kind
-from ingest.sitemap_index import ChildDeferred, ChildFailed, walk_index
-from ingest.state import (
-    FeedDefinition, FeedState, PageOutcome, Policy, conditional_headers, first_seen_for, from_epoch, on_error,
-    on_feed, on_not_modified, on_redirects,
-)
+from ingest.feed_poll import FeedPoll
+from ingest.state import FeedDefinition, FeedState, from_epoch
+from ingest.transitions import PageOutcome, first_seen_for
 from ingest.urls import canonical_url
 from newsflow.schema import FeedEntry, RawArticle, article_id
 from newsflow.settings import Settings
@@ -50,22 +45,9 @@ from newsflow.stage.deadletters import build_headers
 
 log = logging.getLogger(__name__)
 
-FEED_ACCEPT = ("application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, application/feed+json;q=0.9, "
-               "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.5")
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
 KEPT_HEADERS = ("content-type", "content-language", "last-modified", "etag", "date", "expires", "cache-control",
                 "link", "x-robots-tag", "content-location")
-STATUS_CLASSES = {404: "not_found", 410: "gone", 429: "rate_limited", 503: "unavailable"}
-
-
-def status_error_class(status: int) -> str:
-    if status in STATUS_CLASSES:
-        return STATUS_CLASSES[status]
-    if status >= 500:
-        return "server_error"
-    if status >= 400:
-        return "client_error"
-    return "protocol"
 
 
 @dataclass(frozen=True)
@@ -76,10 +58,10 @@ class Record:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(frozen=True)
 class JobResult:
     feed_id: str
-    state: FeedState  # after the feed poll; ``settle`` adds the page outcomes once records are delivered
+    state: FeedState  # after the feed poll; ``record_page_outcomes`` adds the pages once records are delivered
     polled: bool = False
     outcome: str = ""  # new, not_modified, unchanged or the error class
     moved_to: str | None = None
@@ -93,12 +75,11 @@ class FeedJobs:
     def __init__(self, settings: Settings, fetcher: Fetcher, *, parse_executor: Executor | None,
                  clock: Callable[[], datetime], rand: Callable[[], float],
                  known_articles: dict[str, int] | None = None):
+        self.feeds = FeedPoll(settings, fetcher, parse_executor=parse_executor, clock=clock, rand=rand)
         self.settings = settings
         self.fetcher = fetcher
-        self.policy = Policy.from_settings(settings)
-        self.executor = parse_executor
         self.clock = clock
-        self.rand = rand
+        self.max_attempts = settings.max_attempts
         # identity prefixes (16 hex: article ids and entry-link ids) of pages this poller has fetched ->
         # first seen (epoch seconds); the poller fills it from its feeds' state and after each batch
         self.known_articles = known_articles if known_articles is not None else {}
@@ -112,127 +93,15 @@ class FeedJobs:
                   skip: frozenset[str] = frozenset()) -> JobResult:
         """Poll the feed (when ``poll``), then fetch the pages of its pending entries (but those in ``skip``).
         Nothing starts after ``deadline``: a feed not polled stays due, pages not fetched stay pending."""
-        result = JobResult(definition.id, state)
-        if poll:
-            await self.poll_feed(definition, result, deadline)
-        pending = [p for p in result.state.pending if p.key not in skip]
-        if not pending:
-            return result
-        outcomes = await asyncio.gather(*(self.page(p, result.state, definition, deadline) for p in pending))
-        result.pages = [o for o in outcomes if o is not None]
-        result.deferred = len(pending) - len(result.pages)
-        return result
-
-    async def poll_feed(self, definition: FeedDefinition, result: JobResult, deadline: Deadline) -> None:
-        state = result.state
-        headers = conditional_headers(state) | {"Accept": FEED_ACCEPT}
-        started = time.monotonic()
-        try:
-            resp = await self.fetcher.get(state.url, max_bytes=self.settings.max_feed_bytes, headers=headers,
-                                          what="feed", deadline=deadline, gzip_files=True)
-        except Deferred:
-            return
-        except FetchError as exc:
-            now = self.clock()
-            result.polled = True
-            result.state = on_error(state, error_class=exc.error_class, message=exc.message, status=None,
-                                    headers=None, now=now, policy=self.policy, rand=self.rand())
-            result.outcome = exc.error_class
-            return
-        finally:
-            metrics.FETCH_SECONDS.labels("feed").observe(time.monotonic() - started)
-        now = self.clock()
-        result.polled = True
-        state, result.moved_to = on_redirects(state, permanent=resp.redirected_permanently,
-                                              final_url=resp.final_url, redirected=bool(resp.hops))
-        if resp.status == 304:
-            result.state = on_not_modified(state, headers=resp.headers, now=now, policy=self.policy,
-                                           rand=self.rand())
-            result.outcome = "not_modified"
-        elif resp.is_ok:
-            await self._feed_body(state, resp, now, result, deadline)
-        else:
-            error_class = status_error_class(resp.status)
-            result.state = on_error(state, error_class=error_class, message=f"HTTP {resp.status} from {resp.final_url}",
-                                    status=resp.status, headers=resp.headers, now=now, policy=self.policy,
-                                    rand=self.rand())
-            result.outcome = error_class
-        if result.state.health == "retired" and state.health != "retired":
-            log.warning("feed %s retired: %s", state.url, result.state.retired_reason,
-                        extra={"feed_id": definition.id})
-
-    def _parse(self, resp: Response, now: datetime) -> Awaitable[ParsedFeed]:
-        since = now - timedelta(days=self.settings.sitemap_recent_days)
-        return asyncio.get_running_loop().run_in_executor(
-            self.executor,
-            lambda: parse_feed(resp.body, url=resp.final_url, content_type=resp.headers.get("content-type"),
-                               max_entries=self.settings.max_entries_per_feed, since=since),
-        )
-
-    async def _feed_body(self, state: FeedState, resp: Response, now: datetime, result: JobResult,
-                         deadline: Deadline) -> None:
-        body_hash = hashlib.sha256(resp.body).hexdigest()[:32]
-        if body_hash == state.body_hash:
-            self._unchanged(state, resp, now, result)
-            return
-        try:
-            parsed = await self._parse(resp, now)
-        except NotAFeed as exc:
-            self._failed(state, resp, now, result, exc.error_class, exc.message)
-            return
-        if parsed.version == "sitemapindex":
-            walk = await walk_index(
-                parsed, root_urls=[state.url, resp.final_url], root_hash=body_hash,
-                read=lambda url: self._child_sitemap(url, now, deadline), max_depth=self.settings.sitemap_max_depth,
-                max_files=self.settings.sitemap_max_files, max_entries=self.settings.max_entries_per_feed)
-            if walk.failed is not None:
-                self._failed(state, resp, now, result, walk.failed.error_class,
-                             f"all {walk.read} sitemaps of the index failed; {walk.notes[0]}")
-                return
-            parsed, body_hash = walk.parsed, walk.body_hash
-            if body_hash == state.body_hash:
-                self._unchanged(state, resp, now, result)
-                return
-        result.state, fresh = on_feed(state, parsed, body_hash=body_hash, headers=resp.headers, status=resp.status,
-                                      now=now, policy=self.policy, rand=self.rand())
-        result.outcome = "new" if fresh else "unchanged"
-        metrics.NEW_ENTRIES.inc(len(fresh))
-        if result.state.validators_ignored and not state.validators_ignored:
-            log.warning("feed %s: validators ignored from now on: %s", state.url, result.state.validators_note)
-
-    def _unchanged(self, state: FeedState, resp: Response, now: datetime, result: JobResult) -> None:
-        result.state = on_not_modified(state, headers=resp.headers, now=now, policy=self.policy,
-                                       rand=self.rand(), status=resp.status)
-        result.outcome = "unchanged"
-
-    def _failed(self, state: FeedState, resp: Response, now: datetime, result: JobResult, error_class: str,
-                message: str) -> None:
-        result.state = on_error(state, error_class=error_class, message=message, status=resp.status,
-                                headers=resp.headers, now=now, policy=self.policy, rand=self.rand())
-        result.outcome = error_class
-
-    async def _child_sitemap(self, url: str, now: datetime, deadline: Deadline) -> tuple[ParsedFeed, str]:
-        """Fetch and parse one child sitemap of an index, with the feed's caps; raises ChildFailed, or
-        ChildDeferred when its host's turn comes after ``deadline``."""
-        started = time.monotonic()
-        try:
-            resp = await self.fetcher.get(url, max_bytes=self.settings.max_feed_bytes, headers={"Accept": FEED_ACCEPT},
-                                          what="sitemap", deadline=deadline, gzip_files=True)
-        except Deferred as exc:
-            raise ChildDeferred(url) from exc
-        except FetchError as exc:
-            raise ChildFailed(exc.error_class, exc.message) from exc
-        finally:
-            metrics.FETCH_SECONDS.labels("sitemap").observe(time.monotonic() - started)
-        if not resp.is_ok:
-            raise ChildFailed(status_error_class(resp.status), f"HTTP {resp.status}")
-        try:
-            parsed = await self._parse(resp, now)
-        except NotAFeed as exc:
-            raise ChildFailed(exc.error_class, exc.message) from exc
-        if parsed.version not in ("sitemap", "sitemapindex"):
-            raise ChildFailed("bad_content_type", f"a {parsed.version or 'feed'}, not a sitemap")
-        return parsed, hashlib.sha256(resp.body).hexdigest()[:32]
+        polled = await self.feeds.poll(definition, state, deadline) if poll else None
+        if polled is not None:
+            state = polled.state
+        pending = [p for p in state.pending if p.key not in skip]
+        outcomes = await asyncio.gather(*(self.page(p, state, definition, deadline) for p in pending))
+        pages = [o for o in outcomes if o is not None]
+        return JobResult(definition.id, state, polled=polled is not None,
+                         outcome=polled.outcome if polled else "", moved_to=polled.moved_to if polled else None,
+                         pages=pages, deferred=len(pending) - len(pages))
 
     # --- pages ---------------------------------------------------------------------------------
     async def page(self, ref: EntryRef, state: FeedState, definition: FeedDefinition,
@@ -302,7 +171,7 @@ class FeedJobs:
         assert url is not None
         now = self.clock()
         first_seen = first_seen_for(state, ref, link_id, now, self.known_articles)
-        last_try = ref.attempts + 1 >= self.policy.max_attempts
+        last_try = ref.attempts + 1 >= self.max_attempts
 
         def outcome(result: str, reason: str, message: str = "", raw: RawArticle | None = None):
             record = None

@@ -9,7 +9,7 @@ sees every article of a site and fetches each once, whichever of the site's feed
 
 Poison. A record whose latest value is not a definition (or not a state) is dead-lettered to
 ``articles.dlq`` with its reason by the poller that owns its partition, then deleted from the table
-with a tombstone, so it is dead-lettered once, not on every re-read (``Poller.quarantine``).
+with a tombstone, so it is dead-lettered once, not on every re-read (``FeedTable.quarantine``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from tld import get_fld
 from ingest.state import FeedDefinition, FeedState, utcnow
 from ingest.urls import bare_host, check_http_url, feed_id, host_of
 from newsflow.kafka_io import make_reader
+from newsflow.partitions import RangeReadTimeout, end_offsets, read_range
 from newsflow.settings import Settings
 from newsflow.stage.outcomes import DeadLetter
 
@@ -73,31 +74,22 @@ def read_table(consumer: KafkaConsumer, topic: str, partitions: list[int] | None
     table: dict[str, ConsumerRecord] = {}
     if not tps:
         return table
-    consumer.assign(tps)
-    if since is None:
-        consumer.seek_to_beginning(*tps)
-    else:
-        for tp in tps:
-            consumer.seek(tp, since[tp.partition])
-    end = consumer.end_offsets(tps)
-    remaining = {tp for tp in tps if consumer.position(tp) < end[tp]}
-    deadline = time.monotonic() + timeout_s
-    while remaining:
-        for _tp, records in consumer.poll(timeout_ms=500).items():
-            for r in records:
+    starts = ({tp: since[tp.partition] for tp in tps} if since is not None else consumer.beginning_offsets(tps))
+    try:
+        for batch in read_range(consumer, starts, timeout_s=timeout_s):
+            for r in batch:
                 if r.key is not None:
                     table[r.key.decode("utf-8", "replace")] = r
-        remaining = {tp for tp in remaining if consumer.position(tp) < end[tp]}
-        if remaining and time.monotonic() > deadline:
-            raise TableReadTimeout(f"reading {topic} did not reach the end offsets in {timeout_s:.0f}s")
+    except RangeReadTimeout as exc:
+        raise TableReadTimeout(f"reading {topic}: {exc}") from exc
     consumer.assign([])
     return table
 
 
 def topic_is_empty(consumer: KafkaConsumer, topic: str) -> bool:
     """True when nothing was ever written to ``topic`` (all end offsets are 0)."""
-    tps = [TopicPartition(topic, p) for p in partitions_of(consumer, topic)]
-    return all(v == 0 for v in consumer.end_offsets(tps).values())
+    partitions_of(consumer, topic)  # waits for the topic's metadata
+    return all(v == 0 for v in end_offsets(consumer, topic).values())
 
 
 def decode(record: ConsumerRecord, model: type[M]) -> M | DeadLetter:
@@ -111,7 +103,7 @@ def decode(record: ConsumerRecord, model: type[M]) -> M | DeadLetter:
 
 def decode_table(table: dict[str, ConsumerRecord], model: type[M]) -> tuple[dict[str, tuple[int, M]], list[DeadLetter]]:
     """(key -> (partition, value)) of the live keys, and the dead letters of the records that are not a
-    ``model`` (poison: the poller dead-letters them, see ``Poller.quarantine``)."""
+    ``model`` (poison: the poller dead-letters them, see ``FeedTable.quarantine``)."""
     good: dict[str, tuple[int, M]] = {}
     bad: list[DeadLetter] = []
     for k, r in table.items():

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from newsflow.settings import Settings
-from newsflow.status import FEEDS_REFRESH_S, WORST_FEEDS, collect
+from newsflow.status import FEEDS_REFRESH_S, collect
 
 def _yes(ok: Any) -> Text:
     if ok is None:

@@ -41,6 +41,7 @@ from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from newsflow.kafka_io import make_consumer
+from newsflow.partitions import RangeReadTimeout, committed_or_beginning, read_range
 from newsflow.schema import RawArticle
 from newsflow.settings import Settings
 from newsflow.stage.deadletters import (
@@ -52,7 +53,7 @@ from newsflow.stage.sinks import KafkaTransactions
 
 if TYPE_CHECKING:
     from ingest.jobs import FeedJobs, Record
-    from ingest.state import PageOutcome
+    from ingest.transitions import PageOutcome
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class _Refetcher:
         feed_url = page.feed_url or page.url
         fid = feed_id(feed_url)
         state = FeedState(feed_id=fid, url=feed_url, title=page.feed_title,
-                          seen={ref.key: SeenEntry(v=ref.version, f=first, l=first)})
+                          seen={ref.key: SeenEntry(version=ref.version, first_seen=first, last_in_feed=first)})
         definition = FeedDefinition(id=fid, url=feed_url, added_url=feed_url, title=page.feed_title,
                                     added_at=utcnow())
         return await self.jobs.page(ref, state, definition)
@@ -151,33 +152,17 @@ def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
 
 
 def _start_positions(consumer: KafkaConsumer, tps: list[TopicPartition], *, pending_only: bool) -> dict[TopicPartition, int]:
-    begins = consumer.beginning_offsets(tps)
-    if not pending_only:
-        return dict(begins)
-    out = {}
-    for tp in tps:
-        committed = consumer.committed(tp)
-        out[tp] = max(begins[tp], committed if committed is not None else 0)
-    return out
+    return committed_or_beginning(consumer, tps) if pending_only else consumer.beginning_offsets(tps)
 
 
 def _read(consumer: KafkaConsumer, starts: dict[TopicPartition, int], ends: dict[TopicPartition, int],
           timeout_s: float = 30.0) -> Iterator[list[ConsumerRecord]]:
-    """Batches of records from ``starts`` up to (excluding) ``ends``, in offset order per partition.
-    ``timeout_s`` bounds the wait for records, not the caller's time with a batch (refetches)."""
-    consumer.assign(list(starts))
-    for tp, pos in starts.items():
-        consumer.seek(tp, pos)
-    pending = {tp for tp in starts if starts[tp] < ends[tp]}
-    idle, deadline = 0, time.monotonic() + timeout_s
-    while pending and idle < _IDLE_POLLS and time.monotonic() < deadline:
-        polled = consumer.poll(timeout_ms=500)
-        batch = [r for tp, recs in polled.items() for r in recs if r.offset < ends[tp]]
-        idle = 0 if polled else idle + 1
-        if batch:
-            yield batch
-            deadline = time.monotonic() + timeout_s
-        pending = {tp for tp in pending if consumer.position(tp) < ends[tp]}
+    """Batches of records from ``starts`` up to (excluding) ``ends``, in offset order per partition
+    (``newsflow.partitions.read_range``); a read that times out ends with what it had, logged."""
+    try:
+        yield from read_range(consumer, starts, ends, timeout_s=timeout_s, idle_polls=_IDLE_POLLS)
+    except RangeReadTimeout as exc:
+        log.warning("reading %s stopped: %s", ", ".join(sorted({tp.topic for tp in starts})), exc)
 
 
 def list_dead(settings: Settings, *, include_handled: bool = False, filters: Filters = Filters()) -> list[DeadRecord]:

@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from concurrent.futures import Future
 
-from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Gauge, Histogram
 from pydantic import ValidationError
 
 from newsflow.kafka_io import make_consumer, make_member_consumer
 from newsflow.liveness import stall_after_s
+from newsflow.partitions import RangeReadTimeout, read_range, topic_partitions
 from newsflow.schema import Article
 from newsflow.settings import Settings
 from newsflow.stage.outcomes import Out
@@ -104,21 +103,17 @@ def seed_story_window(settings: Settings, stories: StoryIndex, *, timeout_s: flo
     """Load the last ``story_window`` committed articles of ``articles.enriched`` into the window."""
     consumer = make_consumer(settings, None, enable_auto_commit=False)
     try:
-        parts = consumer.partitions_for_topic(settings.topic_enriched) or set()
-        tps = [TopicPartition(settings.topic_enriched, p) for p in sorted(parts)]
+        tps = topic_partitions(consumer, settings.topic_enriched)
         if not tps:
             return 0
-        consumer.assign(tps)
         ends = consumer.end_offsets(tps)
         begins = consumer.beginning_offsets(tps)
         per_partition = math.ceil(stories.window / len(tps))
-        for tp in tps:
-            consumer.seek(tp, max(begins[tp], ends[tp] - per_partition))
-        pending = {tp for tp in tps if consumer.position(tp) < ends[tp]}
-        loaded, deadline = 0, time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            for tp, recs in consumer.poll(timeout_ms=500).items():
-                for rec in recs:
+        starts = {tp: max(begins[tp], ends[tp] - per_partition) for tp in tps}
+        loaded = 0
+        try:
+            for batch in read_range(consumer, starts, ends, timeout_s=timeout_s):
+                for rec in batch:
                     try:
                         article = Article.from_bytes(rec.value)
                     except (ValidationError, ValueError):
@@ -128,9 +123,8 @@ def seed_story_window(settings: Settings, stories: StoryIndex, *, timeout_s: flo
                         stories.add(article.id, article.story_id, decode_signature(article.minhash), topics,
                                     article.published_at)
                         loaded += 1
-            pending = {tp for tp in pending if consumer.position(tp) < ends[tp]}
-        if pending:
-            log.warning("story window seeding stopped after %.0fs with %d partitions unread", timeout_s, len(pending))
+        except RangeReadTimeout as exc:
+            log.warning("story window seeding stopped: %s", exc)
         log.info("story window seeded with %d articles from %s", loaded, settings.topic_enriched)
         STORY_WINDOW.set(len(stories))
         return loaded

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from newsflow.elastic import (
     apply_template,
@@ -44,6 +44,7 @@ from newsflow.elastic import (
     swap_alias,
 )
 from newsflow.kafka_io import make_admin, make_consumer
+from newsflow.partitions import committed_or_beginning, end_offsets, unfinished
 from newsflow.settings import Settings
 from newsflow.stage.runner import StageRunner
 from processors.es_sink import ElasticsearchSink
@@ -92,12 +93,6 @@ def delete_group(settings: Settings, group: str) -> None:
         admin.close()
 
 
-def end_offsets(consumer: KafkaConsumer, topic: str) -> dict[TopicPartition, int]:
-    """Last stable offsets (the consumer reads committed transactions only)."""
-    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-    return consumer.end_offsets(parts)
-
-
 def drain(runner: StageRunner, ends: dict[TopicPartition, int], progress: Progress | None = None, *,
           enough: Callable[[], bool] = lambda: False) -> int:
     """Run the stage until every partition's position reached ``ends`` (or ``enough()``) and no
@@ -105,11 +100,7 @@ def drain(runner: StageRunner, ends: dict[TopicPartition, int], progress: Progre
     and ``reprocess`` (``processors/reprocess.py``)."""
     consumer = runner.consumer
     consumed = 0
-    begins = consumer.beginning_offsets(list(ends))
-    starts = {}
-    for tp in ends:
-        committed = consumer.committed(tp)
-        starts[tp] = min(ends[tp], committed if committed is not None else begins[tp])
+    starts = {tp: min(ends[tp], start) for tp, start in committed_or_beginning(consumer, ends).items()}
     waiting_since = time.monotonic()
     while True:
         consumed += runner.step()
@@ -120,12 +111,12 @@ def drain(runner: StageRunner, ends: dict[TopicPartition, int], progress: Progre
                 raise RuntimeError(f"partitions {missing} not assigned to the reindex consumer "
                                    f"(is another reindex to the same target running?)")
             continue
-        positions = {tp: consumer.position(tp) for tp in ends}
         if progress:
+            positions = {tp: consumer.position(tp) for tp in ends}
             total = sum(ends[tp] - starts[tp] for tp in ends)
             done = sum(max(0, min(positions[tp], ends[tp]) - starts[tp]) for tp in ends)
             progress(done, total)
-        if (enough() or all(positions[tp] >= ends[tp] for tp in ends)) and not runner.pending:
+        if (enough() or not unfinished(consumer, ends)) and not runner.pending:
             runner.sink.flush(consumer)  # the indexer's last batch may still be written in the background
             return consumed
 

@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from ingest.urls import bare_host
 from newsflow.kafka_io import make_consumer
+from newsflow.partitions import end_offsets, unfinished
 from newsflow.schema import RawArticle
 from newsflow.settings import Settings
 from newsflow.stage.outcomes import Batch, Drop, Out
@@ -44,7 +45,7 @@ from newsflow.stage.sinks import TransactionalKafkaSink
 from processors.enrich.stories import StoryIndex
 from processors.pool import ExtractionPool
 from processors.processor import Processor, max_poll_interval_ms, seed_story_window
-from processors.reindex import Progress, committed_offsets, delete_group, drain, end_offsets
+from processors.reindex import Progress, committed_offsets, delete_group, drain
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ def reprocess(settings: Settings, selection: Selection = Selection(), *, limit: 
                 counts(sink.counts)
 
         drain(runner, ends, report, enough=stage.enough)
-        finished = all(consumer.position(tp) >= end for tp, end in ends.items())
+        finished = not unfinished(consumer, ends)
     finally:
         runner.close()  # closes the sink, the consumer (leaves the group) and the pool
     if finished:

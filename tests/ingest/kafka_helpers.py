@@ -14,6 +14,7 @@ from ingest.store import load_catalog
 from newsflow.kafka_io import make_consumer
 from newsflow.schema import RawArticle
 from newsflow.settings import Settings
+from tests.support import hostile
 
 
 def records(settings: Settings, topic: str) -> list:
@@ -79,3 +80,15 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 60.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def feeds_file(tmp_path, *urls):
+    path = tmp_path / "feeds.yaml"
+    path.write_text("feeds:\n" + "".join(f"  - url: {u}\n" for u in urls))
+    return path
+
+
+def pages(site, *names):
+    for n in names:
+        site.add(f"/{n}", hostile.page_html(n, f"{n} " * 20))
+    return [{"link": site.url(f"/{n}"), "title": n, "guid": n} for n in names]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ingest import state as S
+from ingest import transitions as T
 from ingest.fetch import Fetcher
 from ingest.jobs import FeedJobs, JobResult
 from ingest.limits import Deadline
@@ -31,8 +32,8 @@ def page(title: str, *, canonical: str | None = None, extra_head: str = "") -> s
 
 
 class Poller:
-    """The part of the poller this test needs: one FeedJobs, feeds with their states, batches that settle
-    and remember what was fetched (as ``Poller.deliver`` does after a successful flush)."""
+    """The part of the poller this test needs: one FeedJobs, feeds with their states, batches that record
+    the page outcomes and remember what was fetched (as ``Poller.publish_batch`` does after a successful flush)."""
 
     def __init__(self, site, settings=None):
         self.settings = settings or local_settings()
@@ -67,7 +68,7 @@ class Poller:
         now = datetime.now(UTC)
         for (url, (d, _st)), r in zip(list(self.feeds.items()), results, strict=True):
             ok = {o.ref.key for o, rec in r.pages if rec is not None}
-            st = S.settle(r.state, [o for o, _ in r.pages], delivered_ok=ok, now=now,
+            st = T.record_page_outcomes(r.state, [o for o, _ in r.pages], delivered_ok=ok, now=now,
                           policy=S.Policy.from_settings(self.settings))
             self.feeds[url] = (d, st.model_copy(update={"next_check_at": None}))  # due again at once
             for o, _rec in r.pages:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import REGISTRY
 
-from ingest import state as S
+from ingest import transitions as T
 from ingest.limits import Deadline
 from ingest.parse import NotAFeed, parse_feed
 from ingest.sitemap import parse_date, read_sitemap, sitemap_kind
@@ -203,7 +203,7 @@ def test_an_index_is_walked_with_loops_cut_and_every_child_read_once(site):
     # counted: 3 children read; the index listed by itself and by its child, news-0 listed twice
     assert {r: sitemaps_counted(r) - n for r, n in before.items()} == {"ok": 3, "loop": 3}
     assert st.sitemap_index and st.consecutive_errors == 0 and st.last_error is None
-    assert S.conditional_headers(st) == {}  # an index is always read in full: its children change, not it
+    assert T.conditional_headers(st) == {}  # an index is always read in full: its children change, not it
     again, _ = job(local_settings(), d, st)
     assert again.outcome == "unchanged" and not again.pages
     site.add("/news-0.xml", news_sitemap([{"loc": site.url("/p0"), "published": RECENT},
