@@ -17,7 +17,7 @@ COMMAND_MODULES = (
     "newsflow.commands",
     "ingest.commands",
     "processors.commands",
-    "processors.index_commands",
+    "processors.index.commands",
 )
 
 

@@ -195,7 +195,7 @@ def drop_feed_tables(settings: Settings, console: Console) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from newsflow.logs import configure_logging
-    from newsflow.search import print_hits, search
+    from processors.index.search import print_hits, search
 
     parser = argparse.ArgumentParser(prog="python -m newsflow.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8765, help="port of the demo site on 127.0.0.1 (default 8765)")

@@ -22,7 +22,7 @@ from newsflow.settings import Settings
 FLOOR_S = 600.0  # Kafka's own default poll interval is 300 s; never declare a stage dead sooner than this
 MARGIN_S = 60.0  # commits, transactions, a slow poll
 ES_REQUEST_TIMEOUT_S = 30.0  # every Elasticsearch request of a stage (newsflow.elastic.make_es)
-DLQ_ACK_TIMEOUT_S = 30.0  # flush, then each dead letter's acknowledgement (processors/es_sink.py)
+DLQ_ACK_TIMEOUT_S = 30.0  # flush, then each dead letter's acknowledgement (processors/index/sink.py)
 
 
 def worst_batch_s(settings: Settings, stage: str) -> float:

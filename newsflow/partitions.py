@@ -3,7 +3,7 @@
 Every "read these partitions to their end" in Newsflow goes through here: the poller's feed tables
 (``ingest.store.read_table``), the processor's story-window seed, the dead-letter listing and
 replay (``processors.dlq``), and the end offsets that reindex and reprocess drain up to
-(``processors.reindex.drain``). The end offsets are the consumer's: with ``read_committed`` (every
+(``processors.index.reindex.drain``). The end offsets are the consumer's: with ``read_committed`` (every
 Newsflow consumer, ``newsflow.kafka_io``) the last stable offsets, so an open transaction is not
 waited for.
 """

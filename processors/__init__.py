@@ -1,1 +1,1 @@
-"""Processors: the processor stage (clean + enrich) and the indexer stage (write to Elasticsearch)."""
+"""Processors: the processor stage (clean + enrich, this package) and the indexer stage (``processors.index``)."""

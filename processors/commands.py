@@ -95,7 +95,7 @@ def cmd_reprocess(args, settings: Settings) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from newsflow.search import parse_when
+    from processors.index.search import parse_when
     from processors.reprocess import Selection, reprocess, selection_label
 
     console = Console(stderr=True)

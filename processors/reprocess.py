@@ -45,7 +45,7 @@ from newsflow.stage.sinks import TransactionalKafkaSink
 from processors.enrich.stories import StoryIndex
 from processors.pool import ExtractionPool
 from processors.processor import Processor, max_poll_interval_ms, seed_story_window
-from processors.reindex import Progress, committed_offsets, delete_group, drain
+from processors.index.reindex import Progress, committed_offsets, delete_group, drain
 
 log = logging.getLogger(__name__)
 

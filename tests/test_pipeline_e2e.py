@@ -13,8 +13,8 @@ import pytest
 
 from ingest.poller import Poller
 from newsflow.elastic import make_es
-from newsflow.search import search
-from processors.indexer import make_runner as make_indexer
+from processors.index.search import search
+from processors.index.indexer import make_runner as make_indexer
 from processors.processor import make_runner as make_processor
 from tests.conftest import FIXTURES
 from tests.support.feeds import news_sitemap, rss, sitemap_index

@@ -46,7 +46,7 @@ def load_yaml_docs(path: Path) -> list[dict]:
 # --- Prometheus ------------------------------------------------------------------------------------
 def exported_series() -> set[str]:
     """Every sample name the stage processes can export (all stage modules imported)."""
-    for mod in ("newsflow.metrics", "newsflow.ops", "processors.processor", "processors.indexer", "ingest.poller"):
+    for mod in ("newsflow.metrics", "newsflow.ops", "processors.processor", "processors.index.indexer", "ingest.poller"):
         importlib.import_module(mod)
     import ingest
 

@@ -17,9 +17,9 @@ from newsflow.settings import Settings
 from newsflow.topology import ensure_topics, retention_ms
 from processors.processor import make_runner as make_processor
 from processors.reprocess import Selection, group_for, reprocess, selection_label
-from processors.reindex import committed_offsets
-from tests.indexer.helpers import all_docs
-from tests.indexer.helpers import make_runner as make_indexer
+from processors.index.reindex import committed_offsets
+from tests.processors.index.helpers import all_docs
+from tests.processors.index.helpers import make_runner as make_indexer
 from tests.processors.kafka_helpers import PEOPLE, TOWNS, produce, raw_record, read_topic, stable_end
 from tests.support.stages import newsflow, wait_until
 

@@ -1,6 +1,6 @@
 """Unit tests of the stage runner's commit and rebalance logic (``newsflow.stage.runner``) on a fake
 consumer and sink (``tests/stage/fakes.py``): no Kafka. The real-Kafka behaviour is covered by
-tests/processors/test_runner_ahead.py and tests/indexer/."""
+tests/processors/test_runner_ahead.py and tests/processors/index/."""
 
 from __future__ import annotations
 

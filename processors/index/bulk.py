@@ -1,5 +1,5 @@
 """The indexer's bulk rules, without I/O: the typed bulk item, the verdict on one bulk item's
-answer, and what of a batch may be committed (``processors.es_sink`` applies them)."""
+answer, and what of a batch may be committed (``processors.index.sink`` applies them)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Elasticsearch sink of the indexer stage (``Indexer`` in ``processors/indexer.py``).
+"""Elasticsearch sink of the indexer stage (``Indexer`` in ``processors/index/indexer.py``).
 
 Commit order (``ElasticsearchSink.write``), for one batch:
 
@@ -58,7 +58,7 @@ from newsflow.settings import Settings
 from newsflow.stage.deadletters import attempts_so_far, send_dead_letters
 from newsflow.stage.outcomes import Batch, DeadLetter, SinkUnavailable
 from newsflow.stage.sinks import Sink
-from processors.es_bulk import (
+from processors.index.bulk import (
     INITIAL_BACKOFF_S, BulkItem, RecordKey, classify, durable_offsets, error_text, record_key,
 )
 

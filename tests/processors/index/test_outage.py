@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from newsflow.kafka_io import make_consumer
-from tests.indexer.helpers import all_docs, make_article, make_runner, produce, read_topic
+from tests.processors.index.helpers import all_docs, make_article, make_runner, produce, read_topic
 
 pytestmark = pytest.mark.integration
 

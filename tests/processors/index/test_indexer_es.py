@@ -15,8 +15,8 @@ from prometheus_client import REGISTRY
 from newsflow.elastic import index_name, make_es
 from newsflow.kafka_io import make_consumer
 from newsflow.schema import Article, article_id
-from processors.es_sink import ElasticsearchSink
-from tests.indexer.helpers import (
+from processors.index.sink import ElasticsearchSink
+from tests.processors.index.helpers import (
     BulkFaults,
     all_docs,
     faulty_es,

@@ -12,8 +12,8 @@ import pytest
 from newsflow import cli
 from newsflow.elastic import ensure_index, index_name, make_es
 from newsflow.schema import Article
-from newsflow.search import Filters, search
-from tests.indexer.helpers import make_article, make_runner, produce
+from processors.index.search import Filters, search
+from tests.processors.index.helpers import make_article, make_runner, produce
 
 pytestmark = pytest.mark.integration
 

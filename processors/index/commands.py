@@ -67,13 +67,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_index(args, settings: Settings) -> int:
-    from processors.indexer import make_runner
+    from processors.index.indexer import make_runner
 
     return make_runner(settings).serve(idle_exit_s=args.idle_exit)
 
 
 def filters_from_args(args) -> object:
-    from newsflow.search import Filters, parse_when
+    from processors.index.search import Filters, parse_when
 
     return Filters(
         since=parse_when(args.since) if args.since else None,
@@ -85,7 +85,7 @@ def filters_from_args(args) -> object:
 
 
 def cmd_search(args, settings: Settings) -> int:
-    from newsflow.search import print_hits, search
+    from processors.index.search import print_hits, search
 
     try:
         filters = filters_from_args(args)
@@ -106,7 +106,7 @@ def cmd_reindex(args, settings: Settings) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from processors.reindex import reindex
+    from processors.index.reindex import reindex
 
     console = Console(stderr=True)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -11,8 +11,8 @@ import pytest
 from newsflow import cli
 from newsflow.elastic import current_generation, ensure_index, generation_indices, make_es
 from newsflow.kafka_io import make_admin
-from processors.reindex import reindex, reindex_group
-from tests.indexer.helpers import all_docs, make_article, make_runner, produce
+from processors.index.reindex import reindex, reindex_group
+from tests.processors.index.helpers import all_docs, make_article, make_runner, produce
 
 pytestmark = pytest.mark.integration
 

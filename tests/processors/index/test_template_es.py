@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from newsflow.elastic import add_new_fields, apply_template, load_template, make_es, new_fields
-from tests.indexer.helpers import make_article, make_runner, produce
+from tests.processors.index.helpers import make_article, make_runner, produce
 
 pytestmark = pytest.mark.integration
 

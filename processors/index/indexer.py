@@ -10,8 +10,8 @@ Writes are idempotent forever, without a search before a write:
   replaces the old one, an identical or older re-delivery is a 409, counted as a duplicate.
 
 The transform (``Indexer.process``) validates the record and returns a typed ``BulkItem``
-(``processors.es_bulk``): the document bytes as they came (re-serialised only when the record is not
-one compact JSON line), its id, version and month. ``ElasticsearchSink`` (``processors.es_sink``)
+(``processors.index.bulk``): the document bytes as they came (re-serialised only when the record is not
+one compact JSON line), its id, version and month. ``ElasticsearchSink`` (``processors.index.sink``)
 writes those items as they are; commit order and failure handling are described there.
 """
 
@@ -25,8 +25,8 @@ from newsflow.schema import Article, article_id
 from newsflow.settings import Settings
 from newsflow.stage.outcomes import Drop, Quarantine, Stage
 from newsflow.stage.runner import StageRunner
-from processors.es_bulk import BulkItem
-from processors.es_sink import ElasticsearchSink
+from processors.index.bulk import BulkItem
+from processors.index.sink import ElasticsearchSink
 
 
 def version_of(article: Article) -> int:
