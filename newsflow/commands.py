@@ -88,12 +88,12 @@ def cmd_stop(args, settings: Settings) -> int:
 def cmd_status(args, settings: Settings) -> int:
     import time
 
-    from newsflow.status import collect
+    from newsflow.status import gather_report
     from newsflow.status_view import render, watch
 
     if args.json:
         while True:
-            print(json.dumps(collect(settings), default=str), flush=True)
+            print(json.dumps(gather_report(settings), default=str), flush=True)
             if not args.watch:
                 return 0
             time.sleep(args.interval)
@@ -103,7 +103,7 @@ def cmd_status(args, settings: Settings) -> int:
     from rich.console import Console
 
     console = Console()
-    console.print(render(collect(settings), console.width))
+    console.print(render(gather_report(settings), console.width))
     return 0
 
 

@@ -128,7 +128,7 @@ def progress_line(settings: Settings, pids: set[int | None], elapsed: float, doc
 def run_demo(settings: Settings, site: DemoSite, *, timeout_s: float, console: Console,
              query: str = "") -> int:
     """Run the stages until every demo article is indexed or ``timeout_s``; returns docs indexed."""
-    from newsflow.status import collect
+    from newsflow.status import gather_report
     from newsflow.status_view import render
     from newsflow.supervisor import Supervisor
     from newsflow.topology import apply
@@ -156,7 +156,7 @@ def run_demo(settings: Settings, site: DemoSite, *, timeout_s: float, console: C
             if docs >= want:
                 break
         console.print()
-        console.print(render(collect(settings), console.width))
+        console.print(render(gather_report(settings), console.width))
     finally:
         console.print("stopping the stages (SIGTERM, as Ctrl-C on `newsflow run` does)")
         sup.stop()

@@ -279,7 +279,7 @@ def connection_summary(settings: Settings) -> dict[str, Any]:
             "es_alias": settings.es_index}
 
 
-def collect(settings: Settings, *, feeds: dict[str, Any] | None = None) -> dict[str, Any]:
+def gather_report(settings: Settings, *, feeds: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole report as plain data, secrets masked. ``feeds``: reuse an earlier feeds section
     (reading the feed tables is the costly part; ``--watch`` refreshes it less often)."""
     procs, samples = stage_processes(settings)

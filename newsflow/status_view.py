@@ -1,5 +1,5 @@
 """How ``newsflow status`` shows its report: one rich screen (``render``), refreshed by ``watch``.
-The report itself is gathered by ``newsflow.status.collect``."""
+The report itself is gathered by ``newsflow.status.gather_report``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from newsflow.settings import Settings
-from newsflow.status import FEEDS_REFRESH_S, collect
+from newsflow.status import FEEDS_REFRESH_S, gather_report
 
 def _yes(ok: Any) -> Text:
     if ok is None:
@@ -163,12 +163,12 @@ def watch(settings: Settings, interval_s: float, console: Console | None = None)
     from rich.live import Live
 
     console = console or Console()
-    report = collect(settings)
+    report = gather_report(settings)
     feeds_at = time.monotonic()
     with Live(render(report, console.width), console=console, refresh_per_second=4, screen=False) as live:
         while True:
             time.sleep(interval_s)
             stale = time.monotonic() - feeds_at > FEEDS_REFRESH_S
-            report = collect(settings, feeds=None if stale else report["feeds"])
+            report = gather_report(settings, feeds=None if stale else report["feeds"])
             feeds_at = time.monotonic() if stale else feeds_at
             live.update(render(report, console.width))

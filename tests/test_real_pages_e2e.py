@@ -49,7 +49,7 @@ from newsflow.schema import ACCESS_VALUES
 from processors.index.search import Filters, search
 from newsflow.settings import REPO_ROOT, Settings
 from newsflow.stage.deadletters import H_ERROR, H_ERROR_CLASS, H_STAGE, header
-from newsflow.status import collect as collect_status
+from newsflow.status import gather_report as collect_status
 from processors.index.indexer import make_runner as make_indexer
 from processors.processor import make_runner as make_processor
 from tests.conftest import CORPUS

@@ -7,7 +7,7 @@ from rich.console import Console
 
 from newsflow.lag import PartitionLag
 from newsflow.settings import Settings
-from newsflow.status import collect, feed_health, parse_metrics, stage_numbers
+from newsflow.status import feed_health, gather_report, parse_metrics, stage_numbers
 from newsflow.status_view import render
 from tests.ops.helpers import closed_port
 
@@ -109,7 +109,7 @@ def test_collect_reports_unreachable_services_instead_of_failing(stack, tmp_path
     dead = closed_port()
     s = Settings(kafka_bootstrap=f"127.0.0.1:{dead}", es_url=f"http://127.0.0.1:{dead}", state_dir=tmp_path,
                  feeds_file=tmp_path / "missing.yaml")
-    rep = collect(s)
+    rep = gather_report(s)
     assert rep["kafka"]["ok"] is False and "bootstrap" in rep["kafka"]["error"].lower()
     assert rep["elasticsearch"]["ok"] is False and rep["stages"] == []
     assert rep["feeds"]["configured"] is None and "FileNotFoundError" in rep["feeds"]["error"]
@@ -126,7 +126,7 @@ def test_status_shows_failing_feeds_from_the_feed_state_topic(make_settings, tmp
     feeds.write_text(f"feeds:\n  - url: {site.url('/ok.xml')}\n  - url: {broken}\n")
     s = make_settings(feeds_file=feeds, state_dir=tmp_path / "state")
     assert newsflow(s, "poll", "--once").wait(timeout=180) == 0
-    rep = collect(s)
+    rep = gather_report(s)
     f = rep["feeds"]
     assert f["configured"] == 2 and f["source"] == "feed-state topic"
     assert f["summary"]["feeds"] == 2 and f["summary"]["active"] + f["summary"]["backing-off"] == 2
