@@ -56,6 +56,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = value.get_secret_value()
         elif isinstance(value, bool):
             value = "true" if value else "false"
+        elif isinstance(value, (list, dict)):
+            value = json.dumps(value)  # how pydantic-settings reads complex values from the environment
         env[f"NEWSFLOW_{name.upper()}"] = str(value)
     return env
 

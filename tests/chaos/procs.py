@@ -8,7 +8,6 @@ losing the process would.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,29 +17,12 @@ import time
 from pathlib import Path
 
 import psutil
-from pydantic import SecretStr
 
 from newsflow.settings import REPO_ROOT, Settings
+from newsflow.supervisor import settings_env
 
 NEWSFLOW = Path(sys.executable).with_name("newsflow")
 GUARD_DIR = Path(__file__).resolve().parent / "guard"
-
-
-def settings_env(s: Settings) -> dict[str, str]:
-    """``NEWSFLOW_*`` variables that make a child process build exactly ``s``."""
-    env: dict[str, str] = {}
-    for name in type(s).model_fields:
-        value = getattr(s, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        elif isinstance(value, (list, dict)):
-            value = json.dumps(value)
-        env[f"NEWSFLOW_{name.upper()}"] = str(value)
-    return env
 
 
 def guarded_env(s: Settings, guard_log: Path, hosts: dict[str, str] | None = None) -> dict[str, str]:
