@@ -50,8 +50,8 @@ from newsflow.schema import Article, Provenance, Quote, article_id  # noqa: E402
 from newsflow.settings import Settings  # noqa: E402
 from newsflow.stage.runner import StageRunner  # noqa: E402
 from newsflow.topology import apply, namespaced, teardown  # noqa: E402
-from processors.index.sink import ElasticsearchSink  # noqa: E402
 from processors.index.indexer import Indexer  # noqa: E402
+from processors.index.sink import ElasticsearchSink  # noqa: E402
 
 GOAL = 0.90
 CORPUS = Path(os.environ.get("NEWSFLOW_CORPUS", REPO.parent / "shared" / "corpus"))

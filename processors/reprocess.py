@@ -43,9 +43,9 @@ from newsflow.stage.outcomes import Batch, Drop, Out
 from newsflow.stage.runner import StageRunner
 from newsflow.stage.sinks import TransactionalKafkaSink
 from processors.enrich.stories import StoryIndex
+from processors.index.reindex import Progress, committed_offsets, delete_group, drain
 from processors.pool import ExtractionPool
 from processors.processor import Processor, max_poll_interval_ms, seed_story_window
-from processors.index.reindex import Progress, committed_offsets, delete_group, drain
 
 log = logging.getLogger(__name__)
 

@@ -3,18 +3,16 @@ listed by an RSS feed or by a news sitemap (behind a sitemap index, gzip-compres
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from pathlib import Path
-
 import gzip
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from ingest.poller import Poller
 from newsflow.elastic import make_es
-from processors.index.search import search
 from processors.index.indexer import make_runner as make_indexer
+from processors.index.search import search
 from processors.processor import make_runner as make_processor
 from tests.conftest import FIXTURES
 from tests.support.feeds import news_sitemap, rss, sitemap_index

@@ -46,11 +46,11 @@ from ingest.store import load_catalog
 from newsflow.elastic import make_es
 from newsflow.kafka_io import make_consumer
 from newsflow.schema import ACCESS_VALUES
-from processors.index.search import Filters, search
 from newsflow.settings import REPO_ROOT, Settings
 from newsflow.stage.deadletters import H_ERROR, H_ERROR_CLASS, H_STAGE, header
 from newsflow.status import gather_report as collect_status
 from processors.index.indexer import make_runner as make_indexer
+from processors.index.search import Filters, search
 from processors.processor import make_runner as make_processor
 from tests.conftest import CORPUS
 from tests.support import realsite

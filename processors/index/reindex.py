@@ -47,8 +47,8 @@ from newsflow.kafka_io import make_admin, make_consumer
 from newsflow.partitions import committed_or_beginning, end_offsets, unfinished
 from newsflow.settings import Settings
 from newsflow.stage.runner import StageRunner
-from processors.index.sink import ElasticsearchSink
 from processors.index.indexer import Indexer
+from processors.index.sink import ElasticsearchSink
 
 log = logging.getLogger(__name__)
 

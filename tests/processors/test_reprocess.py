@@ -15,9 +15,9 @@ from newsflow.kafka_io import make_admin
 from newsflow.schema import RawArticle
 from newsflow.settings import Settings
 from newsflow.topology import ensure_topics, retention_ms
+from processors.index.reindex import committed_offsets
 from processors.processor import make_runner as make_processor
 from processors.reprocess import Selection, group_for, reprocess, selection_label
-from processors.index.reindex import committed_offsets
 from tests.processors.index.helpers import all_docs
 from tests.processors.index.helpers import make_runner as make_indexer
 from tests.processors.kafka_helpers import PEOPLE, TOWNS, produce, raw_record, read_topic, stable_end

@@ -20,8 +20,8 @@ from newsflow.kafka_io import make_consumer, make_producer
 from newsflow.schema import Article, Provenance, Quote, article_id
 from newsflow.settings import Settings
 from newsflow.stage.runner import StageRunner
-from processors.index.sink import ElasticsearchSink
 from processors.index.indexer import Indexer
+from processors.index.sink import ElasticsearchSink
 from tests.conftest import SEED
 
 T0 = datetime(2024, 3, 31, 22, 0, tzinfo=UTC)

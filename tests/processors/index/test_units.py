@@ -10,10 +10,10 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from newsflow.elastic import check_generation, generations, index_name, month_of, split_index
-from processors.index.search import Filters, build_aggs, build_query, build_sort, marked, parse_when
 from newsflow.stage.outcomes import Batch, DeadLetter, Drop, Out, Quarantine
 from processors.index.bulk import BulkItem, classify, durable_offsets, error_text, record_key
 from processors.index.indexer import Indexer
+from processors.index.search import Filters, build_aggs, build_query, build_sort, marked, parse_when
 from tests.processors.index.helpers import make_article
 
 
