@@ -113,6 +113,13 @@ stop: install ## stop a `newsflow run` started elsewhere (SIGTERM, waits until i
 	$(BIN)/newsflow stop
 
 test: up promtool ## the whole test suite on the real local stack (fetches promtool first)
+	@# uv's cache gets PyPI's metadata of the locked versions here (`make lock` into copies of the locks), so
+	@# the lock test can re-lock offline: tests reach loopback only
+	@mkdir -p .local/lock-check && cp requirements.lock requirements-dev.lock .local/lock-check/ && \
+	  $(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --quiet \
+	    -o .local/lock-check/requirements.lock && \
+	  $(BIN)/uv pip compile pyproject.toml --extra dev -c requirements.lock --python-version 3.11 --generate-hashes \
+	    --quiet -o .local/lock-check/requirements-dev.lock || echo "note: uv could not reach PyPI; the lock test will be skipped"
 	$(BIN)/pytest -m 'not chaos' $(PYTEST_ARGS)
 
 test-unit: install ## tests that need neither Kafka nor Elasticsearch

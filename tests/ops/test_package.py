@@ -191,10 +191,11 @@ def test_the_lock_is_what_make_lock_makes_of_pyproject(tmp_path):
     uv = Path(sys.executable).parent / "uv"
     for lock, extra in ((LOCKS[0], []), (LOCKS[1], ["--extra", "dev", "-c", str(LOCKS[0])])):
         out = tmp_path / lock.name
+        out.write_text(lock.read_text())  # as `make lock` runs: the lock's pins are uv's preferences
         done = subprocess.run([uv, "pip", "compile", "pyproject.toml", *extra, "--offline", "--python-version", "3.11",
                                "--generate-hashes", "--custom-compile-command", "make lock", "-o", str(out), "--quiet"],
                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0 and "offline" in done.stderr.lower():
+        if done.returncode != 0 and any(w in done.stderr.lower() for w in ("offline", "network was disabled")):
             pytest.skip(f"uv cannot resolve offline here (empty cache): {done.stderr.strip()[:200]}")
         assert done.returncode == 0, done.stderr
         assert out.read_text() == lock.read_text(), f"{lock.name} is stale: run `make lock`"
