@@ -29,10 +29,11 @@ import trafilatura
 from htmldate import find_date
 from lxml.etree import XPath
 from lxml.html import HtmlElement
+from trafilatura import json_metadata as tjson
 from trafilatura import metadata as tmeta
 from trafilatura.utils import load_html
 
-from processors.jsonld import Credit, LdBlock, read_article_ld
+from processors.jsonld import Credit, LdBlock, ld_blocks, read_article_ld
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +160,34 @@ def _page_date(tree: HtmlElement, url: str | None) -> datetime | None:
     return date
 
 
-def _structured(tree: HtmlElement) -> tmeta.Document:
+def read_ld_meta(blocks: list[LdBlock], doc: tmeta.Document) -> tmeta.Document:
+    """trafilatura's JSON-LD metadata rules (site name, author, categories, title) on the blocks
+    ``ld_blocks`` parsed already, instead of ``tmeta.extract_meta_json``, which parses every block
+    again after decoding escapes and entities in the raw text (which breaks valid JSON and sends
+    large blocks to its regex reading, slow on long scripts). Only a block that is not JSON goes to
+    that regex reading. The values are normalised afterwards, as trafilatura does before parsing."""
+    for block in blocks:
+        if block.parsed:
+            doc = tjson.extract_json(block.data, doc)
+        else:
+            doc = tjson.extract_json_parse_error(tjson.normalize_json(tmeta.JSON_MINIFY.sub(r"\1", block.text)), doc)
+    doc.sitename, doc.title = _normal(doc.sitename), _normal(doc.title)
+    if doc.categories:
+        doc.categories = [c for c in map(_normal, doc.categories) if c]
+    return doc
+
+
+def _normal(value: object) -> str | None:
+    return tjson.normalize_json(value) or None if isinstance(value, str) else None
+
+
+def _structured(tree: HtmlElement, blocks: list[LdBlock]) -> tmeta.Document:
     doc = tmeta.examine_meta(tree)
     if doc.author and " " not in doc.author:  # trafilatura's rule: a lone token is rarely a name
         doc.author = None
     try:
-        doc = tmeta.extract_meta_json(tree, doc)
-    except Exception as exc:  # noqa: BLE001 - trafilatura guards its JSON-LD parser the same way
+        doc = read_ld_meta(blocks, doc)
+    except Exception as exc:  # noqa: BLE001 - trafilatura guards its JSON-LD reading the same way
         log.warning("JSON-LD metadata unreadable, meta tags only: %r", exc)
     return doc
 
@@ -202,8 +224,9 @@ def headlines(tree: HtmlElement, ld_headline: str | None, title_tag: str | None)
 def read_meta(tree: HtmlElement, url: str | None, ld_scripts: list[LdBlock] | None = None) -> PageMeta:
     """Metadata of the untouched tree. Call before ``extract_text``. ``ld_scripts``: the page's
     ``ld_blocks``, when the caller has them already."""
-    ld = read_article_ld(tree, ld_scripts)
-    doc = _structured(tree)
+    blocks = ld_blocks(tree) if ld_scripts is None else ld_scripts
+    ld = read_article_ld(tree, blocks)
+    doc = _structured(tree, blocks)
     site = doc.sitename or tmeta.extract_sitename(tree)
     if site:
         site = site.lstrip("@")
