@@ -213,3 +213,15 @@ def _ld_page(*scripts: str) -> bytes:
 def test_json_ld_metadata_is_read_from_the_blocks_parsed_once(script, site, categories):
     article = build_article(raw_of(_ld_page(script).encode()), limits=Limits(), now=NOW).article
     assert (article.site_name, article.categories) == (site, categories)
+
+
+def test_extraction_leaves_the_parsed_tree_untouched():
+    """The page's access markers are read off the tree after extraction (processors/access.py)."""
+    from lxml.html import tostring
+
+    from processors.extract import extract_text, load_page
+    tree = load_page(seed_html().decode())
+    before = tostring(tree)
+    assert len(extract_text(tree, seed_html(), URL, min_chars=250).text) > 1000
+    assert len(extract_text(tree, seed_html(), URL, min_chars=10**6).text) > 1000  # the baseline too
+    assert tostring(tree) == before
