@@ -5,12 +5,13 @@ the poller determined (``RawArticle.charset``: BOM, HTTP header, ``<meta>``, det
 believed only if the bytes decode with it), and trafilatura parses the text. Only a page without that
 (an old record, ``newsflow enrich FILE``) goes to trafilatura as bytes, for it to guess.
 
-Order matters because trafilatura's content extraction rewrites the parsed tree:
+One parse serves every step; trafilatura's content extraction works on a copy of the tree, which
+stays as parsed (``processors/access.py`` reads paywall markers off it afterwards, when needed):
 
 1. ``load_page``  parses the bytes once;
-2. ``read_meta``  reads the metadata off the untouched tree. Cheap structured fields (meta tags,
-   Open Graph, JSON-LD, ``<title>``) are read at once; the expensive
-   heuristics (htmldate's date search, byline search, category/tag links) are *lazy*: the merge
+2. ``read_meta``  reads the metadata off the tree. Cheap structured fields (meta tags, Open Graph,
+   JSON-LD (each script parsed once, by ``processors.jsonld.ld_blocks``), ``<title>``) are read at
+   once; the expensive heuristics (htmldate's date search, byline search, category/tag links) are *lazy*: the merge
    (``processors/merge.py``) calls them only when the feed entry cannot supply the field;
 3. ``extract_text`` takes the main text; when it is empty or shorter than ``min_chars`` it also
    tries trafilatura's ``baseline`` and keeps the longer of the two.
