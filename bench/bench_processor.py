@@ -64,7 +64,7 @@ import trafilatura  # noqa: E402
 from kafka.consumer.fetcher import ConsumerRecord  # noqa: E402
 
 from newsflow.kafka_io import make_producer  # noqa: E402
-from newsflow.runner import Quarantine  # noqa: E402
+from newsflow.stage.outcomes import Quarantine  # noqa: E402
 from newsflow.schema import FeedEntry, RawArticle, article_id  # noqa: E402
 from newsflow.settings import Settings  # noqa: E402
 from newsflow.topology import ensure_topics, namespaced, teardown  # noqa: E402
