@@ -26,8 +26,17 @@ processing step in CPU milliseconds per article (enrichment on, all pages; NER a
 English article, since they are skipped for other languages), and the peak RSS of one worker with
 and without the models loaded.
 
+**Against ``trafilatura.bare_extraction(with_metadata=True)``** (issue 12, goal 2: >= 1.2 x in pages per
+CPU second, ``vs_bare_extraction``): in this process, one core, the processor's transform of one page
+(``build_article``, enrichment off, from the ``RawArticle`` as a worker gets it: base64 body, charset)
+beside trafilatura's extraction with its metadata (title, author, date, site name, categories, tags,
+...) of the same page, alternating, on the news-metadata pages ($NEWSFLOW_CORPUS/news-metadata, the
+pages ``make eval`` scores) and on the corpus pages. Newsflow gets no feed entry (like trafilatura, it
+must find every field on the page: the like-for-like input and the verdict) and, as a second figure,
+the typical feed entry. Comments are left out on both sides, as the processor does.
+
 ``run(quick) -> dict`` is what ``make bench`` calls; ``python bench/bench_processor.py [--quick]``
-prints the same dict as JSON.
+prints the same dict as JSON; ``--vs-bare`` runs only the comparison with ``bare_extraction`` (no stack).
 """
 
 from __future__ import annotations
@@ -55,14 +64,17 @@ import trafilatura  # noqa: E402
 from kafka.consumer.fetcher import ConsumerRecord  # noqa: E402
 
 from newsflow.kafka_io import make_producer  # noqa: E402
+from newsflow.stage.outcomes import Quarantine  # noqa: E402
 from newsflow.schema import FeedEntry, RawArticle, article_id  # noqa: E402
 from newsflow.settings import Settings  # noqa: E402
 from newsflow.topology import ensure_topics, namespaced, teardown  # noqa: E402
+from processors.article import Limits, build_article  # noqa: E402
 from processors.enrich.enricher import STEPS  # noqa: E402
 from processors.pool import ExtractionPool, WorkerConfig, init_worker, process_value  # noqa: E402
 from processors.processor import Processor, make_runner  # noqa: E402
 
 GOAL = 0.85
+GOAL_VS_BARE = 1.2  # issue 12, goal 2: pages per CPU second against bare_extraction(with_metadata=True)
 PARENT_MS: list[float] = []  # CPU ms per page of the stage process itself (Kafka, pool I/O), all threads
 CORPUS = Path(os.environ.get("NEWSFLOW_CORPUS", REPO.parent / "shared" / "corpus"))
 MiB = 1024 * 1024
@@ -198,6 +210,76 @@ def stage_through_kafka(settings: Settings, values: list[bytes], warmup: int) ->
         runner.close()
 
 
+# --- the transform against bare_extraction(with_metadata=True), in process -----------------------------
+def news_metadata_pages(limit: int | None) -> list[tuple[str, bytes]]:
+    """(url, page bytes) of $NEWSFLOW_CORPUS/news-metadata (UTF-8 pages, as ``make eval`` reads them)."""
+    import gzip
+    root = CORPUS / "news-metadata"
+    rows = json.loads((root / "index.json").read_text(encoding="utf-8"))[:limit]
+    return [(r["url"].strip(), gzip.decompress((root / r["page"]).read_bytes())) for r in rows]
+
+
+def _timed(work: Any) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def versus_bare_extraction(pages: list[tuple[str, bytes]], charset: str | None, reps: int,
+                           now: datetime) -> dict[str, Any]:
+    """Pages per wall and per CPU second of ``build_article`` (enrichment off; no feed entry, and the
+    typical one) and of ``trafilatura.bare_extraction(with_metadata=True)`` on the same pages, in this
+    process, alternating; ratios are Newsflow / trafilatura per repetition, then the median. The page
+    goes to trafilatura as the processor reads it: text in ``charset`` when there is one, else bytes."""
+    limits = Limits.from_settings(Settings())
+    inputs = {"no_feed": FeedEntry(), "feed": typical_entry(now)}
+    raws = {k: [RawArticle(id=article_id(u), url=u, canonical_url=u, final_url=u, fetched_at=now, first_seen_at=now,
+                           entry=e, charset=charset, content_type="text/html", body_b64=RawArticle.encode_body(b))
+                for u, b in pages] for k, e in inputs.items()}
+    docs = [(u, b.decode(charset, "replace") if charset else b) for u, b in pages]
+
+    def ours(key: str) -> None:
+        for raw in raws[key]:
+            try:
+                build_article(raw, limits=limits, now=now)
+            except Quarantine:
+                continue
+
+    def theirs() -> None:
+        for url, doc in docs:
+            trafilatura.bare_extraction(doc, url=url, with_metadata=True, include_comments=False)
+
+    sides = {"trafilatura": theirs, "no_feed": lambda: ours("no_feed"), "feed": lambda: ours("feed")}
+    for work in sides.values():
+        work()  # warm: imports, caches, htmldate's regexes
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
+    for rep in range(reps):
+        for name in list(sides) if rep % 2 == 0 else list(sides)[::-1]:
+            times[name].append(_timed(sides[name]))
+    n = len(pages)
+    out: dict[str, Any] = {"pages": n, "repetitions": reps}
+    for name, ts in times.items():
+        out[f"{name}_pages_per_s"] = round(statistics.median(n / w for w, _c in ts), 1)
+        out[f"{name}_pages_per_cpu_s"] = round(statistics.median(n / c for _w, c in ts), 1)
+    for name in ("no_feed", "feed"):
+        pairs = list(zip(times[name], times["trafilatura"], strict=True))
+        out[f"{name}_ratio_cpu_per_repetition"] = [round(tc / oc, 3) for (_ow, oc), (_tw, tc) in pairs]
+        out[f"{name}_ratio_cpu"] = round(statistics.median(tc / oc for (_ow, oc), (_tw, tc) in pairs), 3)
+        out[f"{name}_ratio_wall"] = round(statistics.median(tw / ow for (ow, _oc), (tw, _tc) in pairs), 3)
+    return out
+
+
+def vs_bare_extraction(quick: bool = False) -> dict[str, Any]:
+    """``versus_bare_extraction`` on both page sets; the verdict is the lower of the two CPU ratios
+    (no feed entry)."""
+    limit, reps = (40, 3) if quick else (None, 5)
+    now = datetime.now(UTC)
+    sets = {"news_metadata": versus_bare_extraction(news_metadata_pages(limit), "utf-8", reps, now),
+            "corpus_pages": versus_bare_extraction(load_pages(limit), None, reps, now)}
+    ratio = min(r["no_feed_ratio_cpu"] for r in sets.values())
+    return {**sets, "goal": GOAL_VS_BARE, "ratio_cpu": ratio, "met": ratio >= GOAL_VS_BARE}
+
+
 # --- step costs and memory ---------------------------------------------------------------------------
 def in_process(settings: Settings) -> WorkerConfig:
     """A worker's config for running its code in this process: this process keeps its own logging."""
@@ -303,6 +385,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         one = off.model_copy(update={"extract_workers": 1})
         raw_one = raw_loop(bodies, 1)
         per_core = {k: transform_only(one, v) for k, v in inputs.items()}
+        log("the transform against bare_extraction(with_metadata=True), in process ...")
+        vs_bare = vs_bare_extraction(quick)
         log("cost of each step (enrichment on) ...")
         costs = step_costs(base, inputs["no_feed"])
         log("peak RSS of one worker ...")
@@ -339,6 +423,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "no_feed_entry_vs_raw_with_metadata": _median_ratio(stage["no_feed"]["wall"], meta["wall"]),
         "no_feed_entry_vs_raw_with_metadata_cpu": _median_ratio(stage["no_feed"]["cpu"], meta["cpu"]),
         "stage_process_cpu_ms_per_page_median": round(statistics.median(PARENT_MS), 2) if PARENT_MS else None,
+        "vs_bare_extraction": vs_bare,
         "transform_only_ratio": {k: round(v[0] / raw_wall, 3) for k, v in transform.items()},
         "transform_only_ratio_cpu": {k: round(v[1] / raw_cpu, 3) for k, v in transform.items()},
         "per_core_ratio_one_worker": {k: round(v[0] / raw_one[0], 3) for k, v in per_core.items()},
@@ -359,4 +444,8 @@ if __name__ == "__main__":
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up the bench topics
-    print(json.dumps(run(quick="--quick" in sys.argv[1:]), indent=2))
+    quick = "--quick" in sys.argv[1:]
+    if "--vs-bare" in sys.argv[1:]:  # only the in-process comparison with bare_extraction: no stack needed
+        print(json.dumps(vs_bare_extraction(quick), indent=2))
+    else:
+        print(json.dumps(run(quick=quick), indent=2))

@@ -76,7 +76,7 @@ def build_article(raw: RawArticle, *, limits: Limits, enricher: Enricher | None 
         raise Quarantine("not_html", f"{exc} ({raw.content_type or 'no content type'})") from exc
     ld_scripts = ld_blocks(tree)  # parsed once, read by both
     page = read_meta(tree, raw.final_url, ld_scripts)
-    access_signals = read_signals(tree, ld_scripts)  # before extraction rewrites the tree
+    access_signals = read_signals(tree, ld_scripts)  # markers read lazily: extraction leaves the tree as is
     merged = merge(page, raw.entry, feed_title=raw.feed_title, canonical=raw.canonical_url,
                    canonical_from=raw.canonical_from, now=min(now, raw.fetched_at))  # nothing is newer than the fetch
     extraction = extract_text(tree, html, raw.final_url, min_chars=limits.min_chars)

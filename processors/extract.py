@@ -5,12 +5,13 @@ the poller determined (``RawArticle.charset``: BOM, HTTP header, ``<meta>``, det
 believed only if the bytes decode with it), and trafilatura parses the text. Only a page without that
 (an old record, ``newsflow enrich FILE``) goes to trafilatura as bytes, for it to guess.
 
-Order matters because trafilatura's content extraction rewrites the parsed tree:
+One parse serves every step; trafilatura's content extraction works on a copy of the tree, which
+stays as parsed (``processors/access.py`` reads paywall markers off it afterwards, when needed):
 
 1. ``load_page``  parses the bytes once;
-2. ``read_meta``  reads the metadata off the untouched tree. Cheap structured fields (meta tags,
-   Open Graph, JSON-LD, ``<title>``) are read at once; the expensive
-   heuristics (htmldate's date search, byline search, category/tag links) are *lazy*: the merge
+2. ``read_meta``  reads the metadata off the tree. Cheap structured fields (meta tags, Open Graph,
+   JSON-LD (each script parsed once, by ``processors.jsonld.ld_blocks``), ``<title>``) are read at
+   once; the expensive heuristics (htmldate's date search, byline search, category/tag links) are *lazy*: the merge
    (``processors/merge.py``) calls them only when the feed entry cannot supply the field;
 3. ``extract_text`` takes the main text; when it is empty or shorter than ``min_chars`` it also
    tries trafilatura's ``baseline`` and keeps the longer of the two.
@@ -29,10 +30,11 @@ import trafilatura
 from htmldate import find_date
 from lxml.etree import XPath
 from lxml.html import HtmlElement
+from trafilatura import json_metadata as tjson
 from trafilatura import metadata as tmeta
 from trafilatura.utils import load_html
 
-from processors.jsonld import Credit, LdBlock, read_article_ld
+from processors.jsonld import Credit, LdBlock, ld_blocks, read_article_ld
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +161,34 @@ def _page_date(tree: HtmlElement, url: str | None) -> datetime | None:
     return date
 
 
-def _structured(tree: HtmlElement) -> tmeta.Document:
+def read_ld_meta(blocks: list[LdBlock], doc: tmeta.Document) -> tmeta.Document:
+    """trafilatura's JSON-LD metadata rules (site name, author, categories, title) on the blocks
+    ``ld_blocks`` parsed already, instead of ``tmeta.extract_meta_json``, which parses every block
+    again after decoding escapes and entities in the raw text (which breaks valid JSON and sends
+    large blocks to its regex reading, slow on long scripts). Only a block that is not JSON goes to
+    that regex reading. The values are normalised afterwards, as trafilatura does before parsing."""
+    for block in blocks:
+        if block.parsed:
+            doc = tjson.extract_json(block.data, doc)
+        else:
+            doc = tjson.extract_json_parse_error(tjson.normalize_json(tmeta.JSON_MINIFY.sub(r"\1", block.text)), doc)
+    doc.sitename, doc.title = _normal(doc.sitename), _normal(doc.title)
+    if doc.categories:
+        doc.categories = [c for c in map(_normal, doc.categories) if c]
+    return doc
+
+
+def _normal(value: object) -> str | None:
+    return tjson.normalize_json(value) or None if isinstance(value, str) else None
+
+
+def _structured(tree: HtmlElement, blocks: list[LdBlock]) -> tmeta.Document:
     doc = tmeta.examine_meta(tree)
     if doc.author and " " not in doc.author:  # trafilatura's rule: a lone token is rarely a name
         doc.author = None
     try:
-        doc = tmeta.extract_meta_json(tree, doc)
-    except Exception as exc:  # noqa: BLE001 - trafilatura guards its JSON-LD parser the same way
+        doc = read_ld_meta(blocks, doc)
+    except Exception as exc:  # noqa: BLE001 - trafilatura guards its JSON-LD reading the same way
         log.warning("JSON-LD metadata unreadable, meta tags only: %r", exc)
     return doc
 
@@ -202,8 +225,9 @@ def headlines(tree: HtmlElement, ld_headline: str | None, title_tag: str | None)
 def read_meta(tree: HtmlElement, url: str | None, ld_scripts: list[LdBlock] | None = None) -> PageMeta:
     """Metadata of the untouched tree. Call before ``extract_text``. ``ld_scripts``: the page's
     ``ld_blocks``, when the caller has them already."""
-    ld = read_article_ld(tree, ld_scripts)
-    doc = _structured(tree)
+    blocks = ld_blocks(tree) if ld_scripts is None else ld_scripts
+    ld = read_article_ld(tree, blocks)
+    doc = _structured(tree, blocks)
     site = doc.sitename or tmeta.extract_sitename(tree)
     if site:
         site = site.lstrip("@")

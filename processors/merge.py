@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -66,6 +67,7 @@ class Merged:
     sources: dict[str, str] = field(default_factory=dict)
 
 
+@lru_cache(maxsize=4096)  # the headline vote compares every pair of headlines
 def _key(value: str | None) -> str:
     return re.sub(r"\W+", " ", (value or "").casefold()).strip()
 

@@ -190,3 +190,38 @@ def test_v1_article_with_one_author_string_is_still_read():
     assert "author" not in json.loads(old.to_bytes())
     v1["author"] = None
     assert Article.from_bytes(json.dumps(v1).encode()).authors == []
+
+
+def _ld_page(*scripts: str) -> bytes:
+    blocks = "".join(f'<script type="application/ld+json">{s}</script>' for s in scripts)
+    return (f'<html lang="en"><head><title>Harbour reopens</title><meta property="og:site_name" content="Gazette">'
+            f"{blocks}</head><body><article><p>{'The harbour reopened on Monday. ' * 20}</p></article></body></html>")
+
+
+@pytest.mark.parametrize(("script", "site", "categories"), [
+    # valid JSON whose strings hold an entity and escaped quotes (which trafilatura's own reading
+    # decodes before parsing, breaking the JSON): read as JSON
+    ('{"@context": "https://schema.org", "@type": "NewsArticle", "headline": "Harbour reopens",'
+     ' "articleSection": ["Local", "Sea &amp; Shore"], "author": {"@type": "Person", "name": "Jane \\u0022JD\\u0022 Doe"},'
+     ' "publisher": {"@type": "Organization", "name": "Harbour Gazette"}}',
+     "Harbour Gazette", ["Local", "Sea & Shore"]),
+    # not JSON (a trailing comma): trafilatura's regex reading still finds the publisher and section
+    ('{"@context": "https://schema.org", "@type": "NewsArticle", "articleSection": "Local",'
+     ' "publisher": {"@type": "Organization", "name": "Harbour Gazette"},}',
+     "Harbour Gazette", ["Local"]),
+])
+def test_json_ld_metadata_is_read_from_the_blocks_parsed_once(script, site, categories):
+    article = build_article(raw_of(_ld_page(script).encode()), limits=Limits(), now=NOW).article
+    assert (article.site_name, article.categories) == (site, categories)
+
+
+def test_extraction_leaves_the_parsed_tree_untouched():
+    """The page's access markers are read off the tree after extraction (processors/access.py)."""
+    from lxml.html import tostring
+
+    from processors.extract import extract_text, load_page
+    tree = load_page(seed_html().decode())
+    before = tostring(tree)
+    assert len(extract_text(tree, seed_html(), URL, min_chars=250).text) > 1000
+    assert len(extract_text(tree, seed_html(), URL, min_chars=10**6).text) > 1000  # the baseline too
+    assert tostring(tree) == before

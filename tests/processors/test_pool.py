@@ -105,10 +105,10 @@ def test_what_a_worker_logs_about_a_page_carries_its_article_id(monkeypatch):
     import processors.pool as pool_module
     from processors import extract
 
-    def unreadable(tree, doc):
+    def unreadable(blocks, doc):
         raise ValueError("broken JSON-LD")
 
-    monkeypatch.setattr(extract.tmeta, "extract_meta_json", unreadable)
+    monkeypatch.setattr(extract, "read_ld_meta", unreadable)
     monkeypatch.setattr(pool_module, "_worker", pool_module._Worker(WorkerConfig.from_settings(settings())))
     raw = raw_record("https://council.example/items/log", synthetic_page(3))
     out = io.StringIO()
