@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import datetime
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from ingest.urls import bare_host
