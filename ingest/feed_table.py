@@ -35,9 +35,10 @@ from ingest.store import (
 from ingest.transitions import reconcile
 from newsflow.kafka_io import make_consumer
 from newsflow.partitions import unfinished
-from newsflow.stage.deadletters import send_dead_letters
-from newsflow.stage.outcomes import DeadLetter
 from newsflow.settings import Settings
+from newsflow.stage.deadletters import send_dead_letters
+from newsflow.stage.outcomes import DeadLetter, SinkUnavailable
+from newsflow.stage.sinks import KafkaTransactions
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +105,17 @@ class FeedTable:
         self.assignments = _Assignments()
         self.consumer = None
         self.reader = None
-        self.producer: KafkaProducer | None = None
+        self.txn: KafkaTransactions | None = None  # the poller's: every write of the poller is transactional
 
     @property
     def loaded(self) -> bool:
         """The group assigned this instance its partitions and all of them are loaded."""
         return not self.loading and self.assignments.joined
 
-    def open(self, producer: KafkaProducer) -> None:
+    def open(self, txn: KafkaTransactions) -> None:
         """Check the topics, seed the feeds topic when it was never written to, and join the group."""
         s = self.settings
-        self.producer = producer
+        self.txn = txn
         self.reader = table_consumer(s)
         feed_parts = partitions_of(self.reader, s.topic_feeds)
         state_parts = partitions_of(self.reader, s.topic_feed_state)
@@ -132,9 +133,7 @@ class FeedTable:
         if not path.is_file() or not topic_is_empty(self.reader, self.settings.topic_feeds):
             return 0
         defs = load_feeds_file(path)
-        for d in defs:
-            put_definition(self.producer, self.settings, d)
-        self.producer.flush()
+        self._transact(lambda p: [put_definition(p, self.settings, d) for d in defs], "seed feeds not written")
         log.info("seeded %d feeds from %s", len(defs), path)
         return len(defs)
 
@@ -236,22 +235,31 @@ class FeedTable:
     # --- poison ------------------------------------------------------------------------------------
     def quarantine(self, dead: list[DeadLetter]) -> None:
         """Poison in a feed table (a record that is not a definition, or not a state): dead-letter it
-        with its reason, then delete it from the table (a tombstone), so the table says what the poller
-        acts on and the record is dead-lettered once. A feed whose definition was overwritten by poison is
+        with its reason and delete it from the table (a tombstone), in one transaction, so the table says
+        what the poller acts on and the record is dead-lettered once. A feed whose definition was overwritten by poison is
         gone; its bytes are in the DLQ."""
         if not dead:
             return
-        sent = send_dead_letters(self.producer, self.settings.topic_dlq, "poller", dead)
-        self.producer.flush()
-        if not all(f.succeeded() for f in sent):
-            raise KafkaError("feed-table poison not dead-lettered: left in place, retried on the next read")
+
+        def write(p: KafkaProducer) -> None:
+            send_dead_letters(p, self.settings.topic_dlq, "poller", dead)
+            for d in dead:
+                r = d.record
+                p.send(r.topic, key=r.key, value=None, partition=r.partition)
+
+        self._transact(write, "feed-table poison not dead-lettered: left in place, retried on the next read")
         for d in dead:
             r = d.record
             log.error("%s: record %r in partition %d is poison, dead-lettered: %s", r.topic, r.key, r.partition,
                       d.message)
-            self.producer.send(r.topic, key=r.key, value=None, partition=r.partition)
-        self.producer.flush()
         self.on_dead_lettered(len(dead))
+
+    def _transact(self, write: Callable[[KafkaProducer], object], failed: str) -> None:
+        """``write`` in one transaction of the poller's producer; KafkaError when it did not commit."""
+        try:
+            self.txn.transact(None, {}, write)
+        except SinkUnavailable as exc:
+            raise KafkaError(f"{failed}: {exc}") from exc
 
     def wrote_states(self, written: Iterable) -> None:
         """Remember the offsets of the states this owner wrote (acknowledged futures of ``put_state``):

@@ -41,6 +41,10 @@ CYCLE_SECONDS = Histogram(
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
 )
 FEEDS_MOVED = Counter("newsflow_ingest_feeds_moved_total", "Feed URLs updated after consistent 301/308")
+BATCHES_NOT_COMMITTED = Counter(
+    "newsflow_ingest_batches_not_committed_total",
+    "Poll batches whose Kafka transaction did not commit: nothing of them was written, their pages are fetched again",
+)
 
 
 class HealthGauges:

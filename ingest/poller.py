@@ -6,16 +6,19 @@ The feeds this instance polls are those of the feed-table partitions the consume
 
 Seeding. When the feeds topic was never written to, the poller seeds it from ``settings.feeds_file``.
 
-One batch, and its commit order (``publish_batch``):
+One batch, and its commit order (``publish_batch``), all in one Kafka transaction:
 
 1. run the jobs of the due feeds concurrently (``ingest.jobs``): polls and page fetches;
-2. send the page records (``articles.raw``, dead letters) and **flush** the producer;
+2. begin a transaction; send the page records (``articles.raw``, dead letters) and **flush**;
 3. record the page outcomes in each feed's state: only entries whose records were acknowledged
    become "seen" (``ingest.transitions.record_page_outcomes``);
-4. send the states (and moved definitions), **flush** again.
+4. send the states (and moved definitions), **commit**; then the slots take the new states.
 
-A crash between 2 and 4 fetches those pages again after a restart (the same article ids: downstream
-is idempotent); the state never claims a page was sent when it was not.
+Every reader is ``read_committed`` (the processor, the feed tables a restarted owner loads), so it
+sees a batch's pages together with the states that record them, or neither: a poller killed at any
+point fetches again exactly the pages no reader saw (the same article ids: downstream is
+idempotent), and never a page that reached ``articles.raw``. The transactional id is
+``<group>-<instance id>``: a restarted instance aborts its predecessor's open transaction at once.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from kafka.errors import KafkaError
+from kafka import KafkaProducer
 
 from ingest import metrics
 from ingest.feed_table import FeedTable, Slot, trim_known
@@ -40,19 +43,33 @@ from ingest.fetch import Fetcher
 from ingest.jobs import FeedJobs, JobResult
 from ingest.limits import Deadline
 from ingest.netguard import Resolver
-from ingest.state import Policy, utcnow
+from ingest.state import FeedDefinition, FeedState, Policy, utcnow
 from ingest.store import put_definition, put_state
 from ingest.transitions import moved_definition, on_error, record_page_outcomes
-from newsflow.kafka_io import make_producer
 from newsflow.settings import Settings
+from newsflow.stage.outcomes import SinkUnavailable
+from newsflow.stage.sinks import KafkaTransactions
 from newsflow.topology import ensure_topics
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH_FEEDS = 2000  # feeds per batch: bounds the results (and producer buffers) held at once
-REDELIVERY_DELAY = timedelta(seconds=10)
+REDELIVERY_DELAY = timedelta(seconds=10)  # a record not acknowledged: its page is fetched again after this
+MAX_REDELIVERY_DELAY = timedelta(minutes=5)  # ... doubled with each batch in a row that did not commit
+TXN_WAIT_S = 30.0  # a batch's flush or commit unanswered this long: the producer is replaced, the batch not committed
 
 FeedBatch = list[tuple[Slot, bool]]  # (slot, poll the feed?)
+
+
+@dataclass(frozen=True)
+class FeedUpdate:
+    """What one feed's job result changes: written in the batch's transaction, applied once it committed."""
+
+    slot: Slot
+    result: JobResult
+    state: FeedState
+    moved: FeedDefinition | None  # the definition at its new URL after a permanent redirect
+    delivered: set[str]  # keys of the entries whose record is in the transaction
 
 
 @dataclass
@@ -82,7 +99,8 @@ class Poller:
         self._stop = threading.Event()
         self._deadline: Deadline | None = None
         self.last_progress = time.monotonic()  # main-loop heartbeat (between batches), read by /healthz
-        self.producer = None
+        self.txn: KafkaTransactions | None = None
+        self._failed_publishes = 0  # batches in a row whose transaction did not commit
         self.loop: asyncio.Runner | None = None
         self.executor: ThreadPoolExecutor | None = None
         self.jobs: FeedJobs | None = None
@@ -131,8 +149,10 @@ class Poller:
 
     def start(self) -> None:
         ensure_topics(self.settings)
-        self.producer = make_producer(self.settings)
-        self.table.open(self.producer)
+        self.txn = KafkaTransactions(self.settings, "poller",
+                                     f"{self.settings.group('poller')}-{self.settings.instance_id}",
+                                     wait_s=TXN_WAIT_S)
+        self.table.open(self.txn)
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="feedparse")
         self.loop = asyncio.Runner()
         self.jobs = self.loop.run(self._make_jobs())
@@ -151,8 +171,8 @@ class Poller:
         if self.executor is not None:
             self.executor.shutdown(wait=True)
         self.table.close()
-        if self.producer is not None:
-            self.producer.close(timeout=10)
+        if self.txn is not None:
+            self.txn.close()
 
     def sync(self, timeout_ms: int) -> None:
         """Serve the feed table's group (``FeedTable.sync``): only between batches."""
@@ -229,32 +249,40 @@ class Poller:
 
     # --- publishing a batch ----------------------------------------------------------------------
     def publish_batch(self, batch: FeedBatch, results: list[JobResult]) -> None:
-        """Commit order: page records -> flush -> record page outcomes in the states -> states and moved
-        definitions -> flush."""
-        delivered = self._send_pages(results)
+        """One Kafka transaction per batch: page records -> flush -> page outcomes into the states -> states
+        and moved definitions -> commit; then the slots take the new states. A batch that does not commit
+        leaves no trace in Kafka: its pages stay pending and are fetched again (``_publish_failed``)."""
         now = self.clock()
-        writes = []
-        for (slot, _poll), r in zip(batch, results, strict=True):
-            if r.polled or r.pages:
-                writes += self._record(slot, r, delivered.get(r.feed_id, set()), now)
-        self.producer.flush()
-        failed = [f.exception for f in writes if not f.succeeded()]
-        if failed:
-            raise KafkaError(f"{len(failed)} feed state records not persisted: {failed[0]!r}")
-        self.table.wrote_states(writes)
+        owed = [(slot, r) for (slot, _poll), r in zip(batch, results, strict=True) if r.polled or r.pages]
+        done: dict[str, list] = {}
+
+        def write(producer: KafkaProducer) -> None:
+            delivered = self._send_pages(producer, results)
+            updates = [self._update(slot, r, delivered.get(r.feed_id, set()), now) for slot, r in owed]
+            done["updates"] = updates
+            done["writes"] = [f for u in updates for f in self._send_update(producer, u)]
+
+        try:
+            self.txn.transact(None, {}, write)
+        except SinkUnavailable as exc:
+            self._publish_failed(owed, now, exc)
+            return
+        self._failed_publishes = 0
+        for u in done["updates"]:
+            self._apply(u, now)
+        self.table.wrote_states(done["writes"])
         trim_known(self.known_articles)
         self.health.update(sl.state for sl in self.table.slots.values())
 
-    def _send_pages(self, results: list[JobResult]) -> dict[str, set[str]]:
+    def _send_pages(self, producer: KafkaProducer, results: list[JobResult]) -> dict[str, set[str]]:
         """Send the batch's page records and flush: feed id -> keys of the entries whose record was acknowledged."""
         sent: list[tuple[str, str, bytes | None, object]] = []
         for r in results:
             for outcome, record in r.pages:
                 if record is not None:
-                    fut = self.producer.send(record.topic, key=record.key, value=record.value,
-                                             headers=record.headers)
+                    fut = producer.send(record.topic, key=record.key, value=record.value, headers=record.headers)
                     sent.append((r.feed_id, outcome.ref.key, record.key, fut))
-        self.producer.flush()
+        self.txn.flush(producer)
         delivered: dict[str, set[str]] = {}
         for fid, key, record_key, fut in sent:
             if fut.succeeded():
@@ -264,31 +292,53 @@ class Poller:
                             extra={"article_id": (record_key or b"").decode("ascii", "replace")})
         return delivered
 
-    def _record(self, slot: Slot, r: JobResult, ok: set[str], now: datetime) -> list:
-        """One feed's result into its slot, and the sends that persist it (its state, a moved definition)."""
-        s = self.settings
+    def _update(self, slot: Slot, r: JobResult, ok: set[str], now: datetime) -> FeedUpdate:
+        """One feed's result as it is written: its state with the page outcomes, its definition if it moved."""
         state = record_page_outcomes(r.state, [o for o, _ in r.pages], delivered_ok=ok, now=now, policy=self.policy)
-        slot.state = state
-        undelivered = any(rec is not None and o.ref.key not in ok for o, rec in r.pages)
-        slot.pages_due_at = now if r.deferred else (now + REDELIVERY_DELAY if undelivered else None)
+        moved = moved_definition(slot.definition, r.moved_to, now) if r.moved_to else None
+        return FeedUpdate(slot, r, state, moved, ok)
+
+    def _send_update(self, producer: KafkaProducer, u: FeedUpdate) -> list:
+        writes = []
+        if u.moved is not None:
+            writes.append(put_definition(producer, self.settings, u.moved, partition=u.slot.partition))
+        writes.append(put_state(producer, self.settings, u.state, u.slot.partition))
+        return writes
+
+    def _apply(self, u: FeedUpdate, now: datetime, *, redeliver_after: timedelta = REDELIVERY_DELAY) -> None:
+        """The slot takes the update (written, or given up by ``_publish_failed``); metrics and known articles."""
+        slot, r, s = u.slot, u.result, self.settings
+        slot.state = u.state
+        undelivered = any(rec is not None and o.ref.key not in u.delivered for o, rec in r.pages)
+        slot.pages_due_at = now if r.deferred else (now + redeliver_after if undelivered else None)
         if r.polled:
             metrics.POLLS.labels(r.outcome or "unknown").inc()
             self.stats.polled.append(r.feed_id)
             self.stats.polls += 1
         for o, rec in r.pages:
-            if o.ref.key in ok or o.result in ("skipped", "duplicate"):
+            if o.ref.key in u.delivered or o.result in ("skipped", "duplicate"):
                 for prefix in o.prefixes():
                     self.known_articles.setdefault(prefix, int((o.first_seen or now).timestamp()))
                 if rec is not None and rec.topic == s.topic_raw:
                     self.stats.produced += 1
                 elif rec is not None:
                     self.stats.dead_lettered += 1
-        writes = []
-        if r.moved_to:
-            slot.definition = moved_definition(slot.definition, r.moved_to, now)
-            writes.append(put_definition(self.producer, s, slot.definition, partition=slot.partition))
+        if u.moved is not None:
+            slot.definition = u.moved
             metrics.FEEDS_MOVED.inc()
-            log.warning("feed %s moved permanently to %s", slot.definition.moved_from, r.moved_to,
-                        extra={"feed_id": slot.definition.id})
-        writes.append(put_state(self.producer, s, state, slot.partition))
-        return writes
+            log.warning("feed %s moved permanently to %s", u.moved.moved_from, r.moved_to,
+                        extra={"feed_id": u.moved.id})
+
+    def _publish_failed(self, owed: list[tuple[Slot, JobResult]], now: datetime, exc: Exception) -> None:
+        """The batch's transaction did not commit (Kafka away, the coordinator lost it): nothing of it is
+        visible. The slots keep their polls' outcomes in memory, with every page still pending; they are
+        fetched again after a delay that doubles with each failed batch in a row (at most
+        ``MAX_REDELIVERY_DELAY``), and the states are written with the feeds' next successful batch."""
+        self._failed_publishes += 1
+        delay = min(REDELIVERY_DELAY * 2 ** (self._failed_publishes - 1), MAX_REDELIVERY_DELAY)
+        metrics.BATCHES_NOT_COMMITTED.inc()
+        log.warning("poll batch not committed, %d feeds' pages stay pending (fetched again in %.0f s): %s",
+                    len(owed), delay.total_seconds(), exc)
+        for slot, r in owed:  # a move is not applied: the next poll finds the redirect again and writes it
+            u = self._update(slot, r, set(), now)
+            self._apply(FeedUpdate(slot, r, u.state, None, u.delivered), now, redeliver_after=delay)

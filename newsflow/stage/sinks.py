@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
-from kafka.errors import KafkaError, ProducerFencedError
+from kafka.errors import KafkaError, KafkaTimeoutError, ProducerFencedError
 
 from newsflow.kafka_io import make_producer
 from newsflow.settings import Settings
@@ -70,7 +70,10 @@ class KafkaTransactions:
     TXN_WAIT_S = 60.0
     FENCE_WINDOW_S = 120.0
 
-    def __init__(self, settings: Settings, stage: str, transactional_id: str, *, renew_when_fenced: bool = True):
+    def __init__(self, settings: Settings, stage: str, transactional_id: str, *, renew_when_fenced: bool = True,
+                 wait_s: float | None = None):
+        if wait_s is not None:
+            self.TXN_WAIT_S = wait_s
         self.settings = settings
         self.stage = stage
         self.transactional_id = transactional_id
@@ -91,14 +94,26 @@ class KafkaTransactions:
         if not result.wait(timeout_ms=int(self.TXN_WAIT_S * 1000)):
             raise _TransactionStuck(f"{what}: no answer from the transaction coordinator in {self.TXN_WAIT_S:g}s")
 
-    def transact(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata],
+    def flush(self, producer: KafkaProducer) -> None:
+        """Flush inside a transaction (for a ``write`` that must know what was acknowledged before it goes
+        on), waiting at most ``TXN_WAIT_S``: after a broker restart kafka-python 3.0.12 can hold a
+        transaction's records unsent until their delivery timeout; the producer is then replaced."""
+        try:
+            producer.flush(timeout=self.TXN_WAIT_S)
+        except KafkaTimeoutError as exc:
+            raise _TransactionStuck(f"flush: records not acknowledged in {self.TXN_WAIT_S:g}s") from exc
+
+    def transact(self, consumer: KafkaConsumer | None, offsets: dict[TopicPartition, OffsetAndMetadata],
                  write: Callable[[KafkaProducer], None], group_metadata: Any = None) -> bool:
         """``write(producer)`` and commit ``offsets`` in one transaction (``group_metadata`` defaults to
         the consumer's). Returns False when a lost transaction had committed them already (nothing
-        written). Raises SinkUnavailable when nothing was committed: the caller tries again."""
+        written). Raises SinkUnavailable when nothing was committed: the caller tries again.
+
+        Without offsets (a producer that consumes nothing: the poller) a lost commit cannot be looked
+        up afterwards: it counts as not committed, and what it wrote may be written once more."""
         if self.producer is None:
             self._start_replacement()
-        if self._renewed:
+        if self._renewed and offsets:
             committed = self._already_committed(consumer, offsets)  # unknown: raises, asked again next time
             self._renewed = False
             if committed:
@@ -109,8 +124,9 @@ class KafkaTransactions:
             p.begin_transaction()
             write(p)
             tm = p._transaction_manager
-            group = consumer.group_metadata() if group_metadata is None else group_metadata
-            self._await(tm.send_offsets_to_transaction(offsets, group), "offsets")
+            if offsets:
+                group = consumer.group_metadata() if group_metadata is None else group_metadata
+                self._await(tm.send_offsets_to_transaction(offsets, group), "offsets")
             self._await(tm.begin_commit(), "commit")
         except (ProducerFencedError, _TransactionStuck) as exc:
             self._renew(exc)

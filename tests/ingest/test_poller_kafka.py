@@ -7,10 +7,12 @@ import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
 
+from ingest import metrics
 from ingest import state as S
 from ingest import transitions as T
 from ingest.poller import Poller
 from ingest.store import load_catalog
+from newsflow.stage.outcomes import SinkUnavailable
 from tests.ingest.kafka_helpers import feeds_file, pages, raw_articles, records, state_of
 from tests.support import hostile
 from tests.support.feeds import rss
@@ -70,7 +72,7 @@ def test_state_never_claims_a_page_was_sent_when_it_was_not(site, tmp_path, make
 
     def start():
         real_start()
-        poller.producer = FailingRawTopic(poller.producer, settings.topic_raw)
+        poller.txn.producer = FailingRawTopic(poller.txn.producer, settings.topic_raw)
     poller.start = start
     poller.run(once=True)
     st = state_of(settings, site.url("/feed.xml"))
@@ -82,6 +84,75 @@ def test_state_never_claims_a_page_was_sent_when_it_was_not(site, tmp_path, make
     st = state_of(settings, site.url("/feed.xml"))
     assert len(st.seen) == 2 and not st.pending
     assert site.hits("/feed.xml") == 1
+
+
+class Killed(BaseException):
+    """Stands for kill -9: nothing after it runs, not even an abort of the open transaction."""
+
+
+def kill_before_commit(poller: Poller) -> None:
+    """Make the poller's first batch stop after its pages and states were sent and flushed, before the commit."""
+    real_start = poller.start
+
+    def start():
+        real_start()
+
+        def transact(_consumer, _offsets, write, group_metadata=None):
+            p = poller.txn.producer
+            p.begin_transaction()
+            write(p)
+            p.flush()
+            raise Killed
+        poller.txn.transact = transact
+    poller.start = start
+
+
+def test_a_poller_killed_before_its_commit_shows_nothing_and_its_successor_fetches_the_pages(
+        site, tmp_path, make_settings):
+    site.add("/feed.xml", rss("S", pages(site, "a", "b")), content_type="application/rss+xml")
+    settings = make_settings(feeds_file=feeds_file(tmp_path, site.url("/feed.xml")))
+    killed = Poller(settings)
+    kill_before_commit(killed)
+    with pytest.raises(Killed):
+        killed.run(once=True)
+    assert (site.hits("/a"), site.hits("/b")) == (1, 1)
+    assert raw_articles(settings) == []  # sent and flushed, never committed: no reader sees them
+    with pytest.raises(KeyError):
+        state_of(settings, site.url("/feed.xml"))
+
+    Poller(settings).run(once=True)  # the same instance id: its transaction aborts the open one
+    assert (site.hits("/a"), site.hits("/b")) == (2, 2)
+    assert sorted(r.entry.guid for r in raw_articles(settings)) == ["a", "b"]
+    assert len(state_of(settings, site.url("/feed.xml")).seen) == 2
+
+
+def test_a_batch_that_does_not_commit_keeps_its_pages_pending_and_counts(site, tmp_path, make_settings):
+    site.add("/feed.xml", rss("S", pages(site, "a", "b")), content_type="application/rss+xml")
+    settings = make_settings(feeds_file=feeds_file(tmp_path, site.url("/feed.xml")))
+    poller = Poller(settings)
+    real_start = poller.start
+    before = metrics.BATCHES_NOT_COMMITTED._value.get()
+
+    def start():
+        real_start()
+        real_transact = poller.txn.transact
+
+        def transact(consumer, offsets, write, group_metadata=None):
+            if poller.stats.batches == 0:  # the batch's transaction: lost (the broker went away)
+                raise SinkUnavailable("injected: kafka transaction not committed")
+            return real_transact(consumer, offsets, write, group_metadata)
+        poller.txn.transact = transact
+    poller.start = start
+    poller.run(once=True)
+    assert metrics.BATCHES_NOT_COMMITTED._value.get() == before + 1
+    [slot] = poller.table.slots.values()
+    assert {p.guid for p in slot.state.pending} == {"a", "b"} and not slot.state.seen
+    assert slot.pages_due_at is not None and slot.pages_due_at > poller.clock()  # fetched again, later
+    assert raw_articles(settings) == []
+
+    Poller(settings).run(once=True)  # nothing was written: a new owner polls the feed and fetches them
+    assert sorted(r.entry.guid for r in raw_articles(settings)) == ["a", "b"]
+    assert len(state_of(settings, site.url("/feed.xml")).seen) == 2
 
 
 def test_oversized_pages_go_to_the_dead_letter_topic_and_nothing_crashes(site, tmp_path, make_settings):

@@ -144,7 +144,7 @@ def test_systemd_target_and_env_example_match_the_model():
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
 # Stages whose consumer is a static group member named by NEWSFLOW_INSTANCE_ID (newsflow.kafka_io.
 # make_member_consumer; the processor's transactional id too): their pod names must survive a restart.
-STATIC_MEMBERS = ("processor", "indexer")
+STATIC_MEMBERS = ("poller", "processor", "indexer")  # transactional ids and/or static group members
 
 
 def k8s_objects() -> dict[tuple[str, str], dict]:
@@ -166,7 +166,7 @@ def test_k8s_manifests_parse_and_every_file_is_in_the_kustomization():
     files = {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kust["resources"]) == files
     kinds = {k for k, _ in k8s_objects()}
-    assert {"StatefulSet", "Deployment", "ConfigMap", "Secret", "HorizontalPodAutoscaler", "Job",
+    assert {"StatefulSet", "ConfigMap", "Secret", "HorizontalPodAutoscaler", "Job",
             "Namespace", "Service"} <= kinds
 
 

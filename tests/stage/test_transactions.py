@@ -48,6 +48,10 @@ class FakeProducer:
     def send(self, topic, **kw) -> None:
         self._step("send")
 
+    def flush(self, timeout=None) -> None:
+        self._step("flush")
+        self.events.append(("flush_timeout", timeout))
+
     def send_offsets_to_transaction(self, offsets, group):
         self._step("offsets")
         self.events.append(("group", group))
@@ -125,3 +129,22 @@ def test_a_second_fencing_is_fatal_and_with_renew_when_fenced_off_the_first_is(p
     with pytest.raises(ProducerFencedError):
         replay.transact(consumer, OFFSETS, write, group_metadata="replay-group")
     assert len(made) == 3  # not replaced: a fenced replay stops
+
+
+def test_without_offsets_a_flush_that_hangs_replaces_the_producer_and_nothing_is_committed(producers):
+    """The poller: no consumed offsets, and a flush inside the transaction (to know what was acknowledged).
+    After a broker restart kafka-python can hold the records until their delivery timeout: the flush waits
+    ``wait_s``, then the producer is replaced (its ``init_transactions`` aborts the open transaction)."""
+    made, plans = producers
+    plans.append({"flush": KafkaTimeoutError("Timeout waiting for future")})
+
+    def write_and_flush(p) -> None:
+        write(p)
+        txn.flush(p)
+
+    txn = KafkaTransactions(Settings(), "poller", "tid", wait_s=7)
+    with pytest.raises(SinkUnavailable):
+        txn.transact(None, {}, write_and_flush)
+    assert made[0].events == ["init", "begin", "send", "flush", "close"] and len(made) == 2
+    assert txn.transact(None, {}, write_and_flush) is True  # nothing to look up: the batch is written again
+    assert made[1].events == ["init", "begin", "send", "flush", ("flush_timeout", 7), "commit"]
