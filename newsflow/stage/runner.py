@@ -177,10 +177,19 @@ class StageRunner:
         polled = self.consumer.poll(timeout_ms=self.settings.batch_wait_ms, max_records=size)
         return [r for recs in polled.values() for r in recs]
 
+    def _mark_progress(self) -> None:
+        """The loop turning counts as progress only while the consumer holds partitions: one that dropped
+        out of its group and never got a new assignment (kafka-python 3.0.12 once polled like that for
+        18 minutes after a rebalance it did not complete) stops marking it, and /healthz reports it after
+        ``stall_after_s``. A consumer of a group with more members than partitions holds none either:
+        deployments keep instances within the partition count (README)."""
+        if self.consumer.assignment():
+            self.last_progress = time.monotonic()
+
     def step(self) -> int:
         """Poll one batch, transform it, hand it over. Returns the number of records consumed.
         A two-phase stage hands over the batch polled the step before (``_step_ahead``)."""
-        self.last_progress = time.monotonic()
+        self._mark_progress()
         # A sink that writes in the background commits what became durable before each poll
         # (where partitions can be revoked) and when the stream is idle.
         self.sink.commit_ready(self.consumer)

@@ -163,3 +163,21 @@ def test_run_closes_sink_stage_and_consumer_when_idle(stage):
     assert sorted(sink.written_keys()) == sorted(r.key for recs in consumer.log.values() for r in recs)
     assert consumer.committed_offsets == {P0: 3, P1: 3}
     assert sink.closed and stage.closed and consumer.closed_with_autocommit is False
+
+
+def test_the_loop_marks_progress_only_while_it_holds_partitions():
+    """A consumer that lost its partitions and is never given new ones is not alive for /healthz, however
+    fast its loop turns (the kafka-python hang after an incomplete rebalance)."""
+    consumer = FakeConsumer(records_per_partition=2)
+    runner = make(consumer=consumer)
+    runner.step()  # joined: partitions assigned
+    runner.last_progress -= 1000
+    runner.step()
+    assert runner.progress_age() < 5
+    consumer.rebalances.append(Rebalance(revoke={P0, P1}))  # out of the group ...
+    runner.step()
+    consumer.listener = None  # ... and never joins again
+    runner.last_progress -= 1000
+    for _ in range(3):
+        assert runner.step() == 0
+    assert runner.progress_age() >= 1000
