@@ -282,7 +282,7 @@ class Poller:
                 if record is not None:
                     fut = producer.send(record.topic, key=record.key, value=record.value, headers=record.headers)
                     sent.append((r.feed_id, outcome.ref.key, record.key, fut))
-        self.txn.flush(producer)
+        self.txn.await_acks(producer)
         delivered: dict[str, set[str]] = {}
         for fid, key, record_key, fut in sent:
             if fut.succeeded():

@@ -94,7 +94,7 @@ class KafkaTransactions:
         if not result.wait(timeout_ms=int(self.TXN_WAIT_S * 1000)):
             raise _TransactionStuck(f"{what}: no answer from the transaction coordinator in {self.TXN_WAIT_S:g}s")
 
-    def flush(self, producer: KafkaProducer) -> None:
+    def await_acks(self, producer: KafkaProducer) -> None:
         """Flush inside a transaction (for a ``write`` that must know what was acknowledged before it goes
         on), waiting at most ``TXN_WAIT_S``: after a broker restart kafka-python 3.0.12 can hold a
         transaction's records unsent until their delivery timeout; the producer is then replaced."""

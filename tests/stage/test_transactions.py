@@ -140,7 +140,7 @@ def test_without_offsets_a_flush_that_hangs_replaces_the_producer_and_nothing_is
 
     def write_and_flush(p) -> None:
         write(p)
-        txn.flush(p)
+        txn.await_acks(p)
 
     txn = KafkaTransactions(Settings(), "poller", "tid", wait_s=7)
     with pytest.raises(SinkUnavailable):
