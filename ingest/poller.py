@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH_FEEDS = 2000  # feeds per batch: bounds the results (and producer buffers) held at once
 REDELIVERY_DELAY = timedelta(seconds=10)  # a record not acknowledged: its page is fetched again after this
 MAX_REDELIVERY_DELAY = timedelta(minutes=5)  # ... doubled with each batch in a row that did not commit
-TXN_WAIT_S = 30.0  # a batch's flush or commit unanswered this long: the producer is replaced, the batch not committed
+TXN_WAIT_S = 10.0  # a batch's flush or commit unanswered this long: the producer is replaced ...
+PUBLISH_ATTEMPTS = 3  # ... and the batch written again; after this many transactions its pages stay pending
 
 FeedBatch = list[tuple[Slot, bool]]  # (slot, poll the feed?)
 
@@ -250,8 +251,9 @@ class Poller:
     # --- publishing a batch ----------------------------------------------------------------------
     def publish_batch(self, batch: FeedBatch, results: list[JobResult]) -> None:
         """One Kafka transaction per batch: page records -> flush -> page outcomes into the states -> states
-        and moved definitions -> commit; then the slots take the new states. A batch that does not commit
-        leaves no trace in Kafka: its pages stay pending and are fetched again (``_publish_failed``)."""
+        and moved definitions -> commit; then the slots take the new states. A transaction that does not
+        commit leaves no trace in Kafka and is tried again with the same records (``PUBLISH_ATTEMPTS``);
+        after that the batch's pages stay pending and are fetched again later (``_publish_failed``)."""
         now = self.clock()
         owed = [(slot, r) for (slot, _poll), r in zip(batch, results, strict=True) if r.polled or r.pages]
         done: dict[str, list] = {}
@@ -262,11 +264,19 @@ class Poller:
             done["updates"] = updates
             done["writes"] = [f for u in updates for f in self._send_update(producer, u)]
 
-        try:
-            self.txn.transact(None, {}, write)
-        except SinkUnavailable as exc:
-            self._publish_failed(owed, now, exc)
-            return
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                self.txn.transact(None, {}, write)
+                break
+            except SinkUnavailable as exc:
+                if attempt == PUBLISH_ATTEMPTS or self._stop.is_set():
+                    self._publish_failed(owed, now, exc)
+                    return
+                # The same records again, in a new transaction (of a new producer if the old one was stuck):
+                # a transaction coordinator that moved to another broker costs one wait, not a refetch.
+                log.warning("poll batch not committed (attempt %d of %d), written again: %s", attempt,
+                            PUBLISH_ATTEMPTS, exc)
+                self._stop.wait(attempt)
         self._failed_publishes = 0
         for u in done["updates"]:
             self._apply(u, now)

@@ -155,6 +155,31 @@ def test_a_batch_that_does_not_commit_keeps_its_pages_pending_and_counts(site, t
     assert len(state_of(settings, site.url("/feed.xml")).seen) == 2
 
 
+def test_a_transaction_lost_once_is_written_again_with_the_same_records_without_fetching_again(
+        site, tmp_path, make_settings):
+    site.add("/feed.xml", rss("S", pages(site, "a", "b")), content_type="application/rss+xml")
+    settings = make_settings(feeds_file=feeds_file(tmp_path, site.url("/feed.xml")))
+    poller = Poller(settings)
+    real_start = poller.start
+    lost = []
+
+    def start():
+        real_start()
+        real_transact = poller.txn.transact
+
+        def transact(consumer, offsets, write, group_metadata=None):
+            if not lost:  # the first transaction: its coordinator went away with its broker
+                lost.append(1)
+                raise SinkUnavailable("injected: kafka transaction not committed, producer replaced")
+            return real_transact(consumer, offsets, write, group_metadata)
+        poller.txn.transact = transact
+    poller.start = start
+    poller.run(once=True)
+    assert (site.hits("/a"), site.hits("/b")) == (1, 1)  # written again from memory
+    assert sorted(r.entry.guid for r in raw_articles(settings)) == ["a", "b"]
+    assert len(state_of(settings, site.url("/feed.xml")).seen) == 2
+
+
 def test_oversized_pages_go_to_the_dead_letter_topic_and_nothing_crashes(site, tmp_path, make_settings):
     site.add("/huge", hostile.page_html("huge", "x" * 20_000))
     items = pages(site, "ok") + [{"link": site.url("/huge"), "title": "huge", "guid": "huge"}]
