@@ -272,8 +272,7 @@ class Poller:
                 if attempt == PUBLISH_ATTEMPTS or self._stop.is_set():
                     self._publish_failed(owed, now, exc)
                     return
-                # The same records again, in a new transaction (of a new producer if the old one was stuck):
-                # a transaction coordinator that moved to another broker costs one wait, not a refetch.
+                # the same records, in a new transaction (of a new producer if the old one was stuck)
                 log.warning("poll batch not committed (attempt %d of %d), written again: %s", attempt,
                             PUBLISH_ATTEMPTS, exc)
                 self._stop.wait(attempt)

@@ -178,11 +178,8 @@ class StageRunner:
         return [r for recs in polled.values() for r in recs]
 
     def _mark_progress(self) -> None:
-        """The loop turning counts as progress only while the consumer holds partitions: one that dropped
-        out of its group and never got a new assignment (kafka-python 3.0.12 once polled like that for
-        18 minutes after a rebalance it did not complete) stops marking it, and /healthz reports it after
-        ``stall_after_s``. A consumer of a group with more members than partitions holds none either:
-        deployments keep instances within the partition count (README)."""
+        """Progress only while the consumer holds partitions: one left out of its group (kafka-python 3.0.12
+        once polled so for 18 min after a rebalance it never completed) fails /healthz after ``stall_after_s``."""
         if self.consumer.assignment():
             self.last_progress = time.monotonic()
 
