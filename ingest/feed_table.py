@@ -236,8 +236,8 @@ class FeedTable:
     def quarantine(self, dead: list[DeadLetter]) -> None:
         """Poison in a feed table (a record that is not a definition, or not a state): dead-letter it
         with its reason and delete it from the table (a tombstone), in one transaction, so the table says
-        what the poller acts on and the record is dead-lettered once. A feed whose definition was overwritten by poison is
-        gone; its bytes are in the DLQ."""
+        what the poller acts on and the record is dead-lettered once. A feed whose definition was
+        overwritten by poison is gone; its bytes are in the DLQ."""
         if not dead:
             return
 

@@ -1,6 +1,6 @@
 """Where a stage's batch goes: the ``Sink`` Protocol, and Kafka transactions that recover from a broker
-restart (``KafkaTransactions``), used by the Kafka -> Kafka stages (``TransactionalKafkaSink``) and by
-``newsflow dlq replay`` alike.
+restart (``KafkaTransactions``), used by the Kafka -> Kafka stages (``TransactionalKafkaSink``), by
+the poller (one transaction per batch, no consumed offsets) and by ``newsflow dlq replay`` alike.
 """
 
 from __future__ import annotations
