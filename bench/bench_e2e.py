@@ -106,15 +106,17 @@ class Watcher(threading.Thread):
 
 
 def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its live children."""
+    """CPU seconds (user + system) of a process and all its descendants: the live ones, and those that
+    exited and were waited for (their parent's ``children_user`` / ``children_system``: a pool that
+    replaces its workers would otherwise lose their time)."""
     import psutil
 
     try:
         proc = psutil.Process(pid)
-        total = sum(proc.cpu_times()[:2])
+        total = sum(proc.cpu_times()[:4])
         for child in proc.children(recursive=True):
             try:
-                total += sum(child.cpu_times()[:2])
+                total += sum(child.cpu_times()[:4])
             except psutil.NoSuchProcess:
                 pass
         return total
