@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from kafka import KafkaProducer
@@ -264,18 +264,11 @@ class Poller:
             done["updates"] = updates
             done["writes"] = [f for u in updates for f in self._send_update(producer, u)]
 
-        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
-            try:
-                self.txn.transact(None, {}, write)
-                break
-            except SinkUnavailable as exc:
-                if attempt == PUBLISH_ATTEMPTS or self._stop.is_set():
-                    self._publish_failed(owed, now, exc)
-                    return
-                # the same records, in a new transaction (of a new producer if the old one was stuck)
-                log.warning("poll batch not committed (attempt %d of %d), written again: %s", attempt,
-                            PUBLISH_ATTEMPTS, exc)
-                self._stop.wait(attempt)
+        try:  # a lost transaction is written again from memory: a coordinator that moved costs no refetch
+            self.txn.transact_retrying(None, {}, write, tries=PUBLISH_ATTEMPTS, delay_s=1.0, wait=self._stop.wait)
+        except SinkUnavailable as exc:
+            self._publish_failed(owed, now, exc)
+            return
         self._failed_publishes = 0
         for u in done["updates"]:
             self._apply(u, now)
@@ -349,5 +342,4 @@ class Poller:
         log.warning("poll batch not committed, %d feeds' pages stay pending (fetched again in %.0f s): %s",
                     len(owed), delay.total_seconds(), exc)
         for slot, r in owed:  # a move is not applied: the next poll finds the redirect again and writes it
-            u = self._update(slot, r, set(), now)
-            self._apply(FeedUpdate(slot, r, u.state, None, u.delivered), now, redeliver_after=delay)
+            self._apply(replace(self._update(slot, r, set(), now), moved=None), now, redeliver_after=delay)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,7 +47,6 @@ from newsflow.stage.deadletters import (
     H_ERROR_CLASS, H_STAGE, Action, DeadRecord, Refetch, Refuse, Resend, dead_again_headers, header_text, replay_action,
     replay_headers,
 )
-from newsflow.stage.outcomes import SinkUnavailable
 from newsflow.stage.sinks import KafkaTransactions
 
 if TYPE_CHECKING:
@@ -245,17 +243,7 @@ def _transact(txn: KafkaTransactions, consumer: KafkaConsumer, offsets: dict[Top
         for topic, key, value, headers in sends:
             producer.send(topic, key=key, value=value, headers=headers)
 
-    delay = 0.5
-    for tries in range(1, _TXN_TRIES + 1):
-        try:
-            txn.transact(consumer, offsets, write, group_metadata=group)
-            return
-        except SinkUnavailable as exc:
-            if tries == _TXN_TRIES:
-                raise
-            log.warning("dlq replay: transaction not committed (%s), trying again in %.1fs", exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    txn.transact_retrying(consumer, offsets, write, tries=_TXN_TRIES, delay_s=0.5, group_metadata=group)
 
 
 def replay(settings: Settings, *, filters: Filters = Filters(), limit: int | None = None,

@@ -145,6 +145,27 @@ class KafkaTransactions:
             raise
         return True
 
+    def transact_retrying(self, consumer: KafkaConsumer | None, offsets: dict[TopicPartition, OffsetAndMetadata],
+                          write: Callable[[KafkaProducer], None], *, tries: int, delay_s: float,
+                          group_metadata: Any = None, wait: Callable[[float], Any] = time.sleep,
+                          max_delay_s: float = 30.0) -> bool:
+        """``transact``, tried again after a ``SinkUnavailable`` (broker away, answer lost, producer
+        replaced) up to ``tries`` times, the delay doubling from ``delay_s``. ``wait`` returning a true
+        value (a set ``threading.Event``'s ``wait``: stopping) ends the tries early. The last
+        ``SinkUnavailable`` is raised."""
+        for attempt in range(1, tries + 1):
+            try:
+                return self.transact(consumer, offsets, write, group_metadata)
+            except SinkUnavailable as exc:
+                if attempt == tries:
+                    raise
+                log.warning("%s: transaction not committed (attempt %d of %d), trying again in %.1fs: %s",
+                            self.stage, attempt, tries, delay_s, exc)
+                if wait(delay_s):
+                    raise
+                delay_s = min(delay_s * 2, max_delay_s)
+        raise AssertionError("unreachable: tries >= 1")
+
     def _renew(self, cause: BaseException) -> None:
         now = time.monotonic()
         fenced = isinstance(cause, ProducerFencedError)

@@ -148,3 +148,32 @@ def test_without_offsets_a_flush_that_hangs_replaces_the_producer_and_nothing_is
     assert made[0].events == ["init", "begin", "send", "flush", "close"] and len(made) == 2
     assert txn.transact(None, {}, write_and_flush) is True  # nothing to look up: the batch is written again
     assert made[1].events == ["init", "begin", "send", "flush", ("flush_timeout", 7), "commit"]
+
+
+
+def failing_writes(n: int):
+    """A ``write`` whose first ``n`` calls fail as a broker away would (the transaction is aborted)."""
+    calls = []
+
+    def write_(p) -> None:
+        calls.append(1)
+        if len(calls) <= n:
+            raise KafkaTimeoutError("broker away")
+        write(p)
+    write_.calls = calls
+    return write_
+
+
+def test_transact_retrying_doubles_its_wait_raises_the_last_failure_and_stops_when_told(producers):
+    txn = KafkaTransactions(Settings(), "unit", "tid")
+    waits: list[float] = []
+    assert txn.transact_retrying(None, {}, failing_writes(2), tries=3, delay_s=0.5, wait=waits.append) is True
+    assert waits == [0.5, 1.0]
+    waits.clear()
+    with pytest.raises(SinkUnavailable):  # every try fails: the last failure is raised
+        txn.transact_retrying(None, {}, failing_writes(9), tries=3, delay_s=0.5, wait=waits.append)
+    assert waits == [0.5, 1.0]
+    write_ = failing_writes(9)
+    with pytest.raises(SinkUnavailable):  # stopping: the wait says so, and there is no second try
+        txn.transact_retrying(None, {}, write_, tries=3, delay_s=1.0, wait=lambda _s: True)
+    assert len(write_.calls) == 1
