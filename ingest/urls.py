@@ -39,8 +39,8 @@ def is_tracking_param(key: str) -> bool:
     return k.startswith(_TRACKING_PREFIXES) or k in _TRACKING_KEYS
 
 
-def canonical_url(url: str) -> str:
-    """Drop tracking parameters and the fragment, lowercase scheme and host, drop default ports."""
+def _canonical_parts(url: str) -> tuple[str, str, str, str]:
+    """(scheme, netloc, path, query) of ``canonical_url``, for ``identity_key`` to use without a second parse."""
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower().rstrip(".")
@@ -54,9 +54,16 @@ def canonical_url(url: str) -> str:
     netloc = host if port is None or _DEFAULT_PORTS.get(scheme) == port else f"{host}:{port}"
     if parts.username:
         netloc = f"{parts.username}@{netloc}"
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not is_tracking_param(k)]
-    path = parts.path or "/"
-    return urlunsplit((scheme, netloc, path, urlencode(query, doseq=True), ""))
+    query = ""
+    if parts.query:
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                           if not is_tracking_param(k)], doseq=True)
+    return scheme, netloc, parts.path or "/", query
+
+
+def canonical_url(url: str) -> str:
+    """Drop tracking parameters and the fragment, lowercase scheme and host, drop default ports."""
+    return urlunsplit((*_canonical_parts(url), ""))
 
 
 def bare_host(host: str) -> str:
@@ -85,13 +92,15 @@ def identity_key(url: str) -> str:
     the host's ``www.``/``m.``/``amp.``/``mobile.`` prefix and a trailing ``/`` dropped and one spelling of
     percent-escapes. ``http://`` and ``https://`` spellings, mobile hosts, trailing-slash variants and
     differently escaped links of a page get one id."""
-    parts = urlsplit(canonical_url(url))
-    if parts.scheme not in HTTP_SCHEMES:  # file:// (plain-text input) and the like: the URL itself
-        return urlunsplit(parts)
-    netloc = parts.netloc.rpartition("@")[2]
+    scheme, netloc, path, query = _canonical_parts(url)
+    if scheme not in HTTP_SCHEMES:  # file:// (plain-text input) and the like: the URL itself
+        return urlunsplit(urlsplit(urlunsplit((scheme, netloc, path, query, ""))))
+    netloc = netloc.rpartition("@")[2]
+    if not path.startswith("/"):  # no host ("https:\\/\\/..."): the leading "/" a URL's path gets
+        path = f"/{path}"
     host, sep, port = netloc.rpartition(":") if not netloc.endswith("]") and ":" in netloc else (netloc, "", "")
-    path = _one_escaping(parts.path).rstrip("/") or "/"
-    query = f"?{_one_escaping(parts.query)}" if parts.query else ""
+    path = _one_escaping(path).rstrip("/") or "/"
+    query = f"?{_one_escaping(query)}" if query else ""
     return f"//{bare_host(host)}{sep}{port}{path}{query}"
 
 

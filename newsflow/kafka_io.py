@@ -53,6 +53,7 @@ def make_producer(settings: Settings, *, transactional_id: str | None = None, **
         "enable_idempotence": True,
         "compression_type": None if settings.kafka_compression == "none" else settings.kafka_compression,
         "linger_ms": 20,
+        "batch_size": 262_144,
         "max_request_size": settings.max_message_bytes + _FRAME_OVERHEAD,
         "retries": 2**31 - 1,
         "delivery_timeout_ms": 120_000,
