@@ -123,7 +123,9 @@ def test_malformed_documents_go_to_the_dlq_while_the_rest_of_the_batch_is_indexe
     s = make_settings(topic_partitions=1)
     good = [make_article() for _ in range(4)]
     too_big = make_article(word_count=2**40)  # a valid Article that the integer mapping refuses
-    values = [good[0], b'{"title": "truncated', good[1], too_big, good[2], b"\xff\xfe not utf-8", good[3]]
+    unknown_field = make_article().to_bytes()[:-1] + b',"colour":"red"}'  # passes the indexer's head check
+    values = [good[0], b'{"title": "truncated', good[1], too_big, good[2], b"\xff\xfe not utf-8", good[3],
+              unknown_field]
     offsets = produce(s, values, partition=0)
     sink = ElasticsearchSink(s)
     runner = make_runner(s, sink=sink)
@@ -139,14 +141,15 @@ def test_malformed_documents_go_to_the_dlq_while_the_rest_of_the_batch_is_indexe
     assert {d["_id"] for d in all_docs(s)} == {a.id for a in good}
     dlq = read_topic(s, s.topic_dlq)
     by_offset = {int(header(r, "nf-offset")): r for r in dlq}
-    assert sorted(by_offset) == [offsets[1][1], offsets[3][1], offsets[5][1]]
+    assert sorted(by_offset) == [offsets[1][1], offsets[3][1], offsets[5][1], offsets[7][1]]
     assert {header(by_offset[offsets[i][1]], "nf-error-class") for i in (1, 5)} == {"invalid_article"}
+    assert header(by_offset[offsets[7][1]], "nf-error-class") == "strict_dynamic_mapping_exception"
     mapping_error = by_offset[offsets[3][1]]
     assert header(mapping_error, "nf-error-class") == "document_parsing_exception"
     assert "word_count" in header(mapping_error, "nf-error")
     assert header(mapping_error, "nf-stage") == "indexer"
     assert mapping_error.value == too_big.to_bytes()  # the original record, for a replay after a fix
-    assert sink.counts["dead_letter"] == 3 and sink.counts["commits"] == 1
+    assert sink.counts["dead_letter"] == 4 and sink.counts["commits"] == 1
     assert committed(s, s.group("indexer"), s.topic_enriched, 1) == {0: len(values)}
 
 

@@ -99,6 +99,18 @@ def test_indexer_rejects_what_is_not_an_article(value, error):
         Indexer().process(rec(0, value))
 
 
+def test_indexer_writes_a_v1_record_as_today_s_article_and_other_records_as_they_came():
+    a = make_article(authors=["Jane Roe"])
+    v1 = {k: v for k, v in json.loads(a.to_bytes()).items() if k != "authors"} | {"schema_version": 1,
+                                                                                  "author": "Jane Roe"}
+    item = Indexer().process(rec(0, json.dumps(v1).encode()))
+    assert json.loads(item.value) == json.loads(a.to_bytes())  # "author" became "authors", version 2
+    # A field the Article does not know is not the indexer's to judge: the strict mapping refuses it
+    # (tests/processors/index/test_indexer_es.py), with Elasticsearch's reason in the dead letter.
+    extra = a.to_bytes()[:-1] + b',"colour":"red"}'
+    assert Indexer().process(rec(0, extra)).value == extra
+
+
 def test_indexer_rejects_an_id_that_is_not_the_url_hash():
     a = make_article()
     forged = json.loads(a.to_bytes()) | {"id": "0" * 64}
