@@ -55,6 +55,15 @@ def test_timeout_kills_the_worker_and_the_pool_goes_on(pool_factory):
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+def test_workers_load_numpy_with_one_blas_thread(pool_factory):
+    """The fork server, where numpy is loaded, starts with single-threaded BLAS (processors/pool.py)."""
+    pool = pool_factory()
+    [pid] = pool.start()
+    fork_server = psutil.Process(pid).parent()
+    assert "forkserver" in " ".join(fork_server.cmdline())
+    assert fork_server.environ().get("OPENBLAS_NUM_THREADS") == "1"
+
+
 def test_a_worker_that_dies_under_a_document_is_retryable(pool_factory):
     pool = pool_factory(extract_timeout_s=60)
     [pid] = pool.start()
