@@ -19,8 +19,10 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import httpcore
+from httpcore._utils import is_socket_readable
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -95,6 +97,37 @@ def _literal(host: str) -> str | None:
         return None
 
 
+class _Stream(httpcore.AsyncNetworkStream):
+    """A connection's stream with its socket looked up once. httpcore's pool asks every idle connection
+    whether its socket is readable each time a request starts or ends, and the anyio stream answers by
+    building its whole attribute table (a ``getpeername`` call included) every time: 0.5 ms of CPU per
+    page in the sustained benchmark, a tenth of the poller's."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream):
+        self.inner = inner
+        self.sock = inner.get_extra_info("socket")
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self.inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self.inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.AsyncNetworkStream:
+        return _Stream(await self.inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        if self.sock is not None:
+            if info == "socket":
+                return self.sock
+            if info == "is_readable":
+                return is_socket_readable(self.sock)
+        return self.inner.get_extra_info(info)
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """An httpcore network backend that vets every address before it connects. See the module docstring."""
 
@@ -133,9 +166,9 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         last: Exception | None = None
         for address in addresses:
             try:
-                return await self.inner.connect_tcp(
+                return _Stream(await self.inner.connect_tcp(
                     address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
+                ))
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last = exc
         assert last is not None
