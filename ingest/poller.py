@@ -58,6 +58,9 @@ REDELIVERY_DELAY = timedelta(seconds=10)  # a record not acknowledged: its page 
 MAX_REDELIVERY_DELAY = timedelta(minutes=5)  # ... doubled with each batch in a row that did not commit
 TXN_WAIT_S = 10.0  # a batch's flush or commit unanswered this long: the producer is replaced ...
 PUBLISH_ATTEMPTS = 3  # ... and the batch written again; after this many transactions its pages stay pending
+# A batch waits (up to this long after its first feed came due) for the feeds due right after it: one
+# transaction for them all instead of one each (a batch costs ~5 ms of CPU however few feeds it has).
+BATCH_GATHER = timedelta(milliseconds=200)
 
 FeedBatch = list[tuple[Slot, bool]]  # (slot, poll the feed?)
 
@@ -105,6 +108,7 @@ class Poller:
         self.loop: asyncio.Runner | None = None
         self.executor: ThreadPoolExecutor | None = None
         self.jobs: FeedJobs | None = None
+        self._gathered_for: datetime | None = None  # the first due time a batch last waited for (once each)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def progress_age(self) -> float:
@@ -133,12 +137,16 @@ class Poller:
                 if not self.table.loaded:
                     self.sync(200)
                     continue
-                batch = self.pick(self.clock(), force=force, polled=polled if once else None,
-                                  tried=tried if once else None)
+                now = self.clock()
+                batch = self.pick(now, force=force, polled=polled if once else None, tried=tried if once else None)
                 if not batch:
                     if once:
                         break
                     self.sync(self._idle_ms())
+                    continue
+                gather_ms = 0 if once or force else self._gather_ms(batch, now)
+                if gather_ms:
+                    self.sync(gather_ms)
                     continue
                 results = self.run_batch(batch, tried if once else None)
                 if once:
@@ -190,6 +198,23 @@ class Poller:
         if not nexts:
             return 1000
         return int(max(0, min(1.0, (min(nexts) - now).total_seconds())) * 1000)
+
+    def _gather_ms(self, batch: FeedBatch, now: datetime) -> int:
+        """How long ``batch`` waits for the feeds due within ``BATCH_GATHER`` of its first: until the last of
+        them is due (ms; 0: none is, or it waited already). No feed is polled before it is due: the batch is
+        picked again after the wait."""
+        dues = [slot.state.next_check_at for slot, poll in batch if poll and slot.state.next_check_at is not None]
+        if not dues or len(batch) >= MAX_BATCH_FEEDS or min(dues) == self._gathered_for:
+            return 0
+        until = min(dues) + BATCH_GATHER
+        ids = {slot.definition.id for slot, _poll in batch}
+        soon = [s.state.next_check_at for fid, s in self.table.slots.items()
+                if fid not in ids and s.state.retired_at is None and s.state.next_check_at is not None
+                and now < s.state.next_check_at <= until]
+        if not soon:
+            return 0
+        self._gathered_for = min(dues)
+        return int((max(soon) - now).total_seconds() * 1000) + 1
 
     # --- batches ---------------------------------------------------------------------------------
     def pick(self, now: datetime, *, force: bool = False, polled: set[str] | None = None,
