@@ -137,3 +137,27 @@ def test_next_check_takes_the_largest_term_and_jitters_only_our_own():
 ])
 def test_error_kinds(error_class, kind):
     assert sch.error_kind(error_class) == kind
+
+
+def test_a_batch_waits_for_the_feeds_due_right_after_its_first_and_only_once():
+    """``Poller._gather_ms``: one transaction for the feeds due within ``BATCH_GATHER``, never an early poll."""
+    from types import SimpleNamespace
+
+    from ingest.poller import BATCH_GATHER, Poller
+
+    def slot(fid: str, due_ms: float, retired: bool = False):
+        return SimpleNamespace(definition=SimpleNamespace(id=fid), state=SimpleNamespace(
+            next_check_at=NOW + timedelta(milliseconds=due_ms), retired_at=NOW if retired else None))
+
+    first = slot("a", 0)
+    others = {"b": slot("b", 50), "late": slot("late", BATCH_GATHER.total_seconds() * 1000 + 100),
+              "retired": slot("retired", 120, retired=True)}
+    poller = Poller.__new__(Poller)
+    poller._gathered_for = None
+    poller.table = SimpleNamespace(slots={"a": first, **others})
+    assert poller._gather_ms([(first, True)], NOW) == 51  # until "b" is due, not "late", not the retired one
+    assert poller._gather_ms([(first, True)], NOW + timedelta(milliseconds=51)) == 0  # it waited once already
+    alone = Poller.__new__(Poller)
+    alone._gathered_for = None
+    alone.table = SimpleNamespace(slots={"a": first, "late": others["late"]})
+    assert alone._gather_ms([(first, True)], NOW) == 0  # nothing due soon: no wait
