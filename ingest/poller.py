@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
 MAX_BATCH_FEEDS = 2000  # feeds per batch: bounds the results (and producer buffers) held at once
 REDELIVERY_DELAY = timedelta(seconds=10)  # a record not acknowledged: its page is fetched again after this
 MAX_REDELIVERY_DELAY = timedelta(minutes=5)  # ... doubled with each batch in a row that did not commit
-TXN_WAIT_S = 10.0  # a batch's flush or commit unanswered this long: the producer is replaced ...
-PUBLISH_ATTEMPTS = 3  # ... and the batch written again; after this many transactions its pages stay pending
+# A batch's flush or commit unanswered for KafkaTransactions.TXN_WAIT_S (10 s): the producer is replaced
+# and the batch written again; after this many transactions its pages stay pending.
+PUBLISH_ATTEMPTS = 3
 # A batch waits (up to this long after its first feed came due) for the feeds due right after it: one
 # transaction for them all instead of one each (a batch costs ~5 ms of CPU however few feeds it has).
 BATCH_GATHER = timedelta(milliseconds=200)
@@ -159,8 +160,7 @@ class Poller:
     def start(self) -> None:
         ensure_topics(self.settings)
         self.txn = KafkaTransactions(self.settings, "poller",
-                                     f"{self.settings.group('poller')}-{self.settings.instance_id}",
-                                     wait_s=TXN_WAIT_S)
+                                     f"{self.settings.group('poller')}-{self.settings.instance_id}")
         self.table.open(self.txn)
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="feedparse")
         self.loop = asyncio.Runner()
