@@ -1,6 +1,6 @@
 """``make bench``: run every benchmark in one run, side by side, and write bench/report.md + PNG plots.
 
-    python bench/run.py [--quick] [--only poller,processor,indexer,e2e,sustained] [--out DIR]
+    python bench/run.py [--quick] [--only poller,processor,indexer,e2e,sustained] [--sizes 1000,5000] [--out DIR]
 
 Each area's benchmark module exposes ``run(quick: bool) -> dict`` (bench/bench_poller.py,
 bench/bench_processor.py, bench/bench_indexer.py, bench/bench_e2e.py, bench/bench_sustained.py). This script notes the machine,
@@ -106,7 +106,7 @@ def machine() -> dict[str, Any]:
 
 
 # --- running ------------------------------------------------------------------------------------------
-def run_one(name: str, quick: bool) -> dict[str, Any]:
+def run_one(name: str, quick: bool, **options: Any) -> dict[str, Any]:
     started = time.monotonic()
     print(f"\n=== bench {name} ({'quick' if quick else 'full'}) ===", file=sys.stderr, flush=True)
     try:
@@ -116,7 +116,7 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
             return {"status": "missing", "error": f"bench/bench_{name}.py does not exist yet"}
         raise
     try:
-        result = module.run(quick)
+        result = module.run(quick, **options)
     except Exception as exc:  # noqa: BLE001 - one failing benchmark must not hide the others; reported below
         traceback.print_exc()
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:1000],
@@ -624,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions (a smoke run)")
     ap.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {', '.join(BENCHES)}")
+    ap.add_argument("--sizes", help="sustained: comma-separated numbers of articles (default 1000,5000,20000; "
+                    "--quick: 1000)")
     ap.add_argument("--out", type=Path, default=REPO / "bench", help="where report.md and the plots go")
     args = ap.parse_args(argv)
     only = [b.strip() for b in args.only.split(",") if b.strip()]
@@ -633,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     mach = machine()
-    results = {name: run_one(name, args.quick) for name in only}
+    sizes = {"sizes": tuple(int(x) for x in args.sizes.split(","))} if args.sizes else {}
+    results = {name: run_one(name, args.quick, **(sizes if name == "sustained" else {})) for name in only}
     mach["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     total = time.monotonic() - started
     raw = {"machine": mach, "quick": args.quick, "results": results, "goals": goals(results)}
