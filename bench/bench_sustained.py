@@ -205,7 +205,10 @@ def committed(s: Settings, topic: str):
 def stages(s: Settings, workdir: Path, names: list[tuple[str, str]]):
     from tests.chaos.procs import StageProcess
 
-    return {name: StageProcess(name, [cmd], s, workdir) for name, cmd in names}
+    # Each instance its own id: one transactional id and static member name per processor (with one id
+    # for three, they fence each other and two exit).
+    return {name: StageProcess(name, [cmd], s.model_copy(update={"instance_id": f"{s.instance_id}-{name}"}), workdir)
+            for name, cmd in names}
 
 
 def pipeline(base: Settings, pub: Publisher, n: int, processors: int, workdir: Path) -> tuple[dict, Settings]:
