@@ -262,17 +262,14 @@ def standalone(base: Settings, raw: Settings, n: int, workdir: Path) -> tuple[di
 def topic_compression(base: Settings) -> dict[str, str | None]:
     """``compression.type`` of fresh topics as the broker holds it (goal 5: ``producer``, so that the
     broker keeps the producer's zstd batches instead of recompressing them)."""
-    from kafka.admin import ConfigResource, ConfigResourceType
-
     from newsflow.kafka_io import make_admin
+    from newsflow.topology import topic_configs
 
     s = namespaced(base, f"benchsus{uuid.uuid4().hex[:8]}", metrics_port=0)
     apply(s)
     admin = make_admin(s)
     try:
-        names = (s.topic_raw, s.topic_enriched)
-        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in names])
-        return {t: e.get("compression.type", {}).get("value") for t, e in described.get("topic", {}).items()}
+        return {t: c.get("compression.type") for t, c in topic_configs(admin, [s.topic_raw, s.topic_enriched]).items()}
     finally:
         admin.close()
         cleanup(s)

@@ -110,14 +110,19 @@ def config_drift(declared: dict[str, str], actual: dict[str, str | None]) -> dic
     return {k: v for k, v in declared.items() if actual.get(k) != v}
 
 
+def topic_configs(admin, names: list[str]) -> dict[str, dict[str, str | None]]:
+    """Per topic, its configs as the broker holds them (name -> value)."""
+    described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+    return {name: {k: e.get("value") for k, e in entries.items()}
+            for name, entries in described.get("topic", {}).items()}
+
+
 def align_configs(admin, specs: list[TopicSpec]) -> dict[str, dict[str, str]]:
     """Set, on existing topics, the declared configs the broker holds another value for
     (incremental: the topic's other configs are untouched). Returns what changed per topic."""
     if not specs:
         return {}
-    described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t.name) for t in specs])
-    actual = {name: {k: e.get("value") for k, e in entries.items()}
-              for name, entries in described.get("topic", {}).items()}
+    actual = topic_configs(admin, [t.name for t in specs])
     changed: dict[str, dict[str, str]] = {}
     for spec in specs:
         drift = config_drift(spec.config, actual.get(spec.name, {}))
