@@ -181,3 +181,13 @@ def test_marked_highlights_only_the_marked_spans():
     t = marked("a <mark>b</mark> [not markup] <mark>c</mark>")
     assert t.plain == "a b [not markup] c"
     assert [(t.plain[s.start:s.end]) for s in t.spans] == ["b", "c"]
+
+
+def test_the_indexer_s_head_check_types_its_fields_as_the_article_does():
+    """``ArticleHead`` is a subset of ``Article``: same names, same types, so the two cannot drift apart."""
+    from newsflow.schema import Article, ArticleHead
+
+    for name, head_field in ArticleHead.model_fields.items():
+        assert name in Article.model_fields
+        assert head_field.annotation == Article.model_fields[name].annotation, name
+        assert Article.model_fields[name].is_required() or name == "schema_version", name
