@@ -190,10 +190,6 @@ class ExtractionPool:
         after whatever was submitted before. Each document's timeout starts when a worker takes it."""
         return [self.pool.schedule(process_value, args=(v, now), timeout=self.timeout) for v in values]
 
-    def done(self, futures: list[Future]) -> bool:
-        """Every submitted value has its outcome (``collect`` would not wait)."""
-        return all(f.done() for f in futures)
-
     def collect(self, futures: list[Future]) -> list[WorkerResult | BaseException]:
         """Wait for submitted values: one outcome per value, in order (as ``run``)."""
         return [self._outcome(f) for f in futures]

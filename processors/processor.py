@@ -66,9 +66,6 @@ class Processor:
         """Queue the batch in the extraction pool and return at once (runner's two-phase hook)."""
         return self.pool.submit([r.value for r in records])
 
-    def done(self, handle: list[Future]) -> bool:
-        return self.pool.done(handle)
-
     def collect(self, handle: list[Future]) -> list[Out | None | BaseException]:
         """Wait for a submitted batch; story labels here, in record order."""
         return [o if isinstance(o, BaseException) else self.finish(o) for o in self.pool.collect(handle)]

@@ -120,9 +120,6 @@ class Reprocessor:
         self.selected += len(chosen)
         return skips, self.processor.submit(chosen)
 
-    def done(self, handle: tuple[list[Drop | None], list[Future]]) -> bool:
-        return self.processor.done(handle[1])
-
     def collect(self, handle: tuple[list[Drop | None], list[Future]]) -> list[Out | None | BaseException]:
         skips, futures = handle
         done = iter(self.processor.collect(futures))

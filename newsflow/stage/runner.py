@@ -8,13 +8,11 @@ sink that cannot take the batch raises ``SinkUnavailable``: the runner pauses it
 the batch, backs off (still polling, so the consumer stays in its group) and retries.
 
 **One batch ahead (two-phase stages).** A stage whose work runs elsewhere (the processor's
-extraction pool) implements ``TwoPhaseStage``: ``submit(records) -> handle``, ``done(handle)`` (its
-work is finished), ``collect(handle) -> outcomes`` (one per record, in order: an ``Out``, None, or the
-exception ``process`` would have raised) and ``abandon(handle)`` (never to be collected: free the
-workers). Each step, in this order:
+extraction pool) implements ``TwoPhaseStage``: ``submit(records) -> handle``, ``collect(handle) ->
+outcomes`` (one per record, in order: an ``Out``, None, or the exception ``process`` would have
+raised) and ``abandon(handle)`` (never to be collected: free the workers). Each step, in this order:
 
-1. poll batch N+1 (while batch N runs: in slices of ``AHEAD_POLL_MS``, and no longer once batch N is
-   done, so a sparse stream does not hold a finished batch back for ``batch_wait_ms``);
+1. poll batch N+1;
 2. submit batch N+1 (it queues behind batch N's remaining work);
 3. collect batch N, route its outcomes (drops, dead letters; a retry queues behind batch N+1);
 4. hand over batch N: its outputs and the offsets of its own records only, in one transaction.
@@ -54,10 +52,6 @@ from newsflow.stage.outcomes import Batch, DeadLetter, Drop, Out, Quarantine, Si
 from newsflow.stage.sinks import Sink
 
 log = logging.getLogger(__name__)
-
-# While a batch is ahead, the poll for the next one waits in slices this long and ends once the batch
-# ahead is done: its articles are written then, not when ``batch_wait_ms`` of an idle topic ran out.
-AHEAD_POLL_MS = 20
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -174,26 +168,13 @@ class StageRunner:
                 self.stage.close()
 
     # --- one batch ---------------------------------------------------------------------------
-    def poll(self, ready: Callable[[], bool] | None = None) -> list[ConsumerRecord]:
-        """Up to ``batch_size`` records, waiting at most ``batch_wait_ms`` for the first. ``ready``: stop
-        waiting once it is true (the batch ahead is done), checked every ``AHEAD_POLL_MS``."""
+    def poll(self) -> list[ConsumerRecord]:
         size = self.settings.batch_size
         if self.max_records is not None:
             size = min(size, self.max_records())
             if size <= 0:
                 return []
-        wait_ms = self.settings.batch_wait_ms
-        if ready is None:
-            polled = self.consumer.poll(timeout_ms=wait_ms, max_records=size)
-        else:
-            deadline = time.monotonic() + wait_ms / 1000
-            while True:
-                finished = ready()
-                left_ms = max(0, int((deadline - time.monotonic()) * 1000))
-                polled = self.consumer.poll(timeout_ms=0 if finished else min(AHEAD_POLL_MS, left_ms),
-                                            max_records=size)
-                if polled or finished or left_ms <= AHEAD_POLL_MS:
-                    break
+        polled = self.consumer.poll(timeout_ms=self.settings.batch_wait_ms, max_records=size)
         return [r for recs in polled.values() for r in recs]
 
     def _mark_progress(self) -> None:
@@ -209,12 +190,9 @@ class StageRunner:
         # A sink that writes in the background commits what became durable before each poll
         # (where partitions can be revoked) and when the stream is idle.
         self.sink.commit_ready(self.consumer)
-        if self._two_phase is not None:
-            ahead = self._ahead
-            stage = self._two_phase
-            records = self.poll(None if ahead is None else lambda: stage.done(ahead.handle))
-            return self._step_ahead(stage, records)
         records = self.poll()
+        if self._two_phase is not None:
+            return self._step_ahead(self._two_phase, records)
         if not records:
             return 0
         self._rebalance.revoked.clear()

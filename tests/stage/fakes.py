@@ -172,15 +172,11 @@ class TwoPhaseEcho(Echo):
         self.submitted: dict[int, list[Rec]] = {}
         self.collected: list[int] = []
         self.abandoned: list[int] = []
-        self.running: set[int] = set()  # handles whose work is not done yet (``done`` says False)
 
     def submit(self, records: list[Rec]) -> int:
         handle = len(self.submitted)
         self.submitted[handle] = list(records)
         return handle
-
-    def done(self, handle: int) -> bool:
-        return handle not in self.running
 
     def collect(self, handle: int) -> list[Out]:
         self.collected.append(handle)

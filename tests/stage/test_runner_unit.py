@@ -9,14 +9,14 @@ from kafka import TopicPartition
 
 from newsflow.settings import Settings
 from newsflow.stage.outcomes import Quarantine
-from newsflow.stage.runner import AHEAD_POLL_MS, StageRunner
+from newsflow.stage.runner import StageRunner
 from tests.stage.fakes import TOPIC, Echo, FakeConsumer, FakeSink, Rebalance, TwoPhaseEcho
 
 P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
 
 
 def make(stage=None, sink=None, consumer=None, **settings) -> StageRunner:
-    s = Settings(batch_size=settings.pop("batch_size", 4), batch_wait_ms=settings.pop("batch_wait_ms", 0), **settings)
+    s = Settings(batch_size=settings.pop("batch_size", 4), batch_wait_ms=0, **settings)
     return StageRunner(s, stage or Echo(), source=TOPIC, group="unit", sink=sink or FakeSink(),
                        consumer=consumer or FakeConsumer(records_per_partition=2))
 
@@ -112,26 +112,6 @@ def test_two_phase_runs_one_batch_ahead_and_commits_each_batch_with_its_own_outp
     assert stage.collected == [0] and list(stage.submitted) == [0, 1]
     assert consumer.committed_offsets == {P0: 2}  # batch 0's offsets only, not batch 1's
     assert runner.step() == 2 and consumer.committed_offsets == {P0: 4}
-
-
-def test_two_phase_poll_waits_in_slices_while_the_batch_ahead_runs_and_stops_once_it_is_done():
-    consumer = FakeConsumer(records_per_partition=2, partitions=1)
-    stage = TwoPhaseEcho()
-    runner = make(stage, FakeSink(), consumer, batch_size=2, batch_wait_ms=500)
-    assert runner.step() == 0 and consumer.polls == [500]  # nothing ahead: one poll of batch_wait_ms
-    stage.running = {0}
-    checks = []
-
-    def done(handle):
-        checks.append(handle)
-        if len(checks) == 3:
-            stage.running.clear()  # the workers finish batch 0 during the third slice
-        return handle not in stage.running
-
-    stage.done = done
-    assert runner.step() == 2  # the topic is idle: batch 0 is handed over as soon as it is done
-    assert consumer.polls[1:] == [AHEAD_POLL_MS, AHEAD_POLL_MS, 0]
-    assert consumer.committed_offsets == {P0: 2}
 
 
 def test_two_phase_batch_ahead_is_abandoned_when_the_batch_before_is_not_written():
