@@ -33,7 +33,7 @@ from ingest.store import (
     table_consumer, topic_is_empty,
 )
 from ingest.transitions import reconcile
-from newsflow.kafka_io import await_partitions, make_consumer
+from newsflow.kafka_io import make_consumer, subscribe_known
 from newsflow.partitions import unfinished
 from newsflow.settings import Settings
 from newsflow.stage.deadletters import send_dead_letters
@@ -124,10 +124,9 @@ class FeedTable:
                                f"{s.topic_feeds} ({len(feed_parts)}): a feed's state lives in its feed's partition")
         self.seed()
         self.consumer = make_consumer(s, s.group("poller"), max_poll_records=5000, allow_auto_create_topics=False)
-        # Join with the partitions known (the reader's metadata is not this consumer's): a leader that assigns
-        # before its metadata has the topic gives out nothing, and kafka-python may stay so (CI saw 60 s).
-        await_partitions(self.consumer, s.topic_feeds)
-        self.consumer.subscribe([s.topic_feeds], listener=self.assignments)
+        # The reader's metadata is not this consumer's: CI saw a leader that joined before its metadata had
+        # the topic assign nothing and stay so for 60 s (``subscribe_known``).
+        subscribe_known(self.consumer, s.topic_feeds, self.assignments)
 
     def seed(self) -> int:
         """Seed the feeds topic from ``feeds_file`` when it was never written to. Returns feeds written.

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from newsflow.kafka_preflight import check_once
 from newsflow.liveness import stall_after_s
@@ -120,3 +120,20 @@ def await_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float = 60.
             break
         time.sleep(0.5)
     return parts
+
+
+def subscribe_known(consumer: KafkaConsumer, topic: str, listener: ConsumerRebalanceListener) -> None:
+    """Subscribe ``consumer`` to ``topic`` so that its first join sees the metadata it will later compare with.
+
+    kafka-python 3.0.12 takes the metadata a leader assigned with from a snapshot its metadata listener
+    refreshes only on a metadata response received after ``subscribe``. When the first JoinGroup answers
+    before that response (the snapshot still empty), the response then looks like a change of the topic's
+    partitions and the member rejoins at once; when that rejoin's JoinGroup is still in flight as the poll
+    times out, the snapshots agree again, ``need_rejoin()`` is False, and the join's result is never
+    applied: no partitions, heartbeats off, the member evicted, and the stage polls empty for good (seen
+    in CI for the indexer, the processor and the poller's feed table). So: the partitions are known
+    before subscribing (``await_partitions``), and a metadata fetch after it refreshes the snapshot
+    (``topics()`` always asks the broker) before the first poll joins the group."""
+    await_partitions(consumer, topic)
+    consumer.subscribe([topic], listener=listener)
+    consumer.topics()

@@ -43,7 +43,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from newsflow import metrics
-from newsflow.kafka_io import await_partitions, make_consumer
+from newsflow.kafka_io import make_consumer, subscribe_known
 from newsflow.liveness import stall_after_s
 from newsflow.logs import article_context, record_article_id
 from newsflow.settings import Settings
@@ -98,8 +98,7 @@ class StageRunner:
         self._rebalance = _Rebalance()
         self.group = group
         self.consumer = consumer or make_consumer(settings, group)
-        await_partitions(self.consumer, source)  # join with the topic's partitions known, never before
-        self.consumer.subscribe([source], listener=self._rebalance)
+        subscribe_known(self.consumer, source, self._rebalance)  # the first join sees the topic's partitions
         self.paused = False
         self.last_progress = time.monotonic()  # main-loop heartbeat, read by /healthz
         self._two_phase = stage if isinstance(stage, TwoPhaseStage) else None  # one batch ahead: module docstring

@@ -49,13 +49,20 @@ class FakeConsumer:
         self.polls: list[int] = []  # timeout_ms of every poll
         self.seeks: list[tuple[TopicPartition, int]] = []
         self.closed_with_autocommit: bool | None = None
+        self.calls: list[str] = []  # the order of metadata and group calls (partitions_for_topic, subscribe, topics)
 
     # --- what StageRunner calls ----------------------------------------------------------------
     def partitions_for_topic(self, topic: str) -> set[int]:
+        self.calls.append("partitions_for_topic")
         return {tp.partition for tp in self.log if tp.topic == topic}
 
     def subscribe(self, topics, listener=None) -> None:
+        self.calls.append("subscribe")
         self.listener = listener
+
+    def topics(self) -> set[str]:
+        self.calls.append("topics")
+        return {self.topic}
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Rec]]:
         self.polls.append(timeout_ms)

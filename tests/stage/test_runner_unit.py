@@ -21,6 +21,15 @@ def make(stage=None, sink=None, consumer=None, **settings) -> StageRunner:
                        consumer=consumer or FakeConsumer(records_per_partition=2))
 
 
+def test_the_consumer_knows_the_partitions_before_subscribing_and_refreshes_its_metadata_before_joining():
+    consumer = FakeConsumer(records_per_partition=1)
+    runner = make(consumer=consumer)
+    # kafka-python 3.0.12 can lose a join whose reason vanished mid-flight (newsflow.kafka_io.subscribe_known)
+    assert consumer.calls == ["partitions_for_topic", "subscribe", "topics"] and consumer.polls == []
+    runner.step()
+    assert consumer.polls  # the first poll (the join) comes after
+
+
 def test_offsets_are_committed_by_the_sink_after_its_write_never_by_the_runner_before():
     consumer = FakeConsumer(records_per_partition=2)
     committed_at_write: list[dict] = []
